@@ -1,0 +1,108 @@
+package caddymodule
+
+import (
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/dustin/go-humanize"
+)
+
+// parseCaddyfile sets up a wasm_filter route. With one argument, that
+// argument is the module path even when it starts with "/", which Caddy
+// would otherwise take for a path matcher; with two, the first is the
+// matcher.
+func parseCaddyfile(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
+	if !h.Next() {
+		return nil, h.ArgErr()
+	}
+	var matcherSet caddy.ModuleMap
+	if h.CountRemainingArgs() > 1 {
+		var err error
+		if matcherSet, err = h.ExtractMatcherSet(); err != nil {
+			return nil, err
+		}
+	} else {
+		h.Reset()
+	}
+	var handler Handler
+	if err := handler.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return h.NewRoute(matcherSet, &handler), nil
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	wasm_filter [<matcher>] <path> {
+//	    name           <name>
+//	    config         <text>
+//	    config_file    <path>
+//	    vm_config      <text>
+//	    root_id        <id>
+//	    timeout        <duration>
+//	    memory_limit   <size>
+//	    max_body_size  <size>
+//	    failure_policy fail_closed|fail_open
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	h.Path = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		option := d.Val()
+		if !d.NextArg() {
+			return d.ArgErr()
+		}
+		value := d.Val()
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		switch option {
+		case "name":
+			h.Name = value
+		case "config":
+			h.Config = value
+		case "config_file":
+			h.ConfigFile = value
+		case "vm_config":
+			h.VMConfig = value
+		case "root_id":
+			h.RootID = value
+		case "timeout":
+			dur, err := caddy.ParseDuration(value)
+			if err != nil {
+				return d.Errf("timeout %q: %v", value, err)
+			}
+			if dur <= 0 {
+				return d.Errf("timeout %q: must be positive", value)
+			}
+			h.Timeout = caddy.Duration(dur)
+		case "memory_limit", "max_body_size":
+			size, err := humanize.ParseBytes(value)
+			if err != nil || size == 0 || size > 1<<40 {
+				return d.Errf("%s %q: want a positive size such as 64MiB", option, value)
+			}
+			if option == "memory_limit" {
+				h.MemoryLimit = int64(size)
+			} else {
+				h.MaxBodySize = int64(size)
+			}
+		case "failure_policy":
+			if value != FailClosed && value != FailOpen {
+				return d.Errf("failure_policy %q: want %s or %s", value, FailClosed, FailOpen)
+			}
+			h.FailurePolicy = value
+		default:
+			return d.Errf("unknown wasm_filter option %q", option)
+		}
+	}
+	return nil
+}
+
+// Interface guards
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

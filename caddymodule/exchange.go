@@ -1,0 +1,250 @@
+package caddymodule
+
+import (
+	"encoding/binary"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/sluice-edge/sluice/abi"
+	"github.com/sluice-edge/sluice/filters"
+)
+
+// The filters.Exchange of a request: its header maps, its properties, and
+// the log of its filter.
+
+// HeaderMap implements filters.Exchange.
+func (s *stream) HeaderMap(t abi.MapType) abi.HeaderMap {
+	switch t {
+	case abi.MapRequestHeaders:
+		return requestHeaders{s.r}
+	case abi.MapRequestTrailers:
+		if len(s.r.Trailer) > 0 {
+			return trailerMap{h: s.r.Trailer}
+		}
+	case abi.MapResponseHeaders:
+		return responseHeaders{s.rw}
+	case abi.MapResponseTrailers:
+		return trailerMap{h: s.rw.Header(), prefix: http.TrailerPrefix}
+	}
+	return nil
+}
+
+// ValidResponseHeaders implements filters.Exchange.
+func (s *stream) ValidResponseHeaders(pairs [][2]string) bool { return validLocalResponseHeaders(pairs) }
+
+// propertyVarPrefix namespaces the properties filters set among the
+// request's variables, where later filters and Caddy ({http.vars.*}) find
+// them without colliding with Caddy's own.
+const propertyVarPrefix = "wasm_filter."
+
+const (
+	maxSetProperties   = 64
+	maxSetPropertySize = 64 << 10
+)
+
+// SetProperty implements filters.Exchange: the property lives for the
+// request, visible to later filters and as the placeholder
+// {http.vars.wasm_filter.<path joined with dots>}.
+func (s *stream) SetProperty(path []string, value []byte) abi.Status {
+	vars, _ := s.r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	if vars == nil || len(value) > maxSetPropertySize {
+		return abi.StatusBadArgument
+	}
+	key := propertyVarPrefix + strings.Join(path, ".")
+	if _, exists := vars[key]; !exists && countSetProperties(vars) >= maxSetProperties {
+		return abi.StatusBadArgument
+	}
+	vars[key] = string(value)
+	return abi.StatusOK
+}
+
+func countSetProperties(vars map[string]any) int {
+	n := 0
+	for k := range vars {
+		if strings.HasPrefix(k, propertyVarPrefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// Property implements filters.Exchange with Envoy's attribute names:
+// https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/advanced/attributes
+// Strings are raw bytes, integers 8-byte little-endian, timestamps
+// nanoseconds since the epoch, booleans one byte, and header maps use the
+// Proxy-Wasm map serialization.
+func (s *stream) Property(path []string) ([]byte, bool) {
+	r := s.r
+	if vars, ok := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any); ok {
+		if v, ok := vars[propertyVarPrefix+strings.Join(path, ".")].(string); ok {
+			return []byte(v), true
+		}
+	}
+	if len(path) == 3 && path[0] == "request" && path[1] == "headers" {
+		v, ok := requestHeaders{r}.Get(path[2])
+		return []byte(v), ok
+	}
+	if len(path) == 3 && path[0] == "response" && path[1] == "headers" && s.rw.wroteHeader {
+		v, ok := responseHeaders{s.rw}.Get(path[2])
+		return []byte(v), ok
+	}
+	if len(path) != 2 {
+		return nil, false
+	}
+	switch path[0] + "." + path[1] {
+	case "request.path":
+		return []byte(r.URL.RequestURI()), true
+	case "request.url_path":
+		return []byte(r.URL.Path), true
+	case "request.host":
+		return []byte(r.Host), true
+	case "request.scheme":
+		return []byte(requestScheme(r)), true
+	case "request.method":
+		return []byte(r.Method), true
+	case "request.headers":
+		return abi.AppendHeaderMap(nil, requestHeaders{r}.Pairs()), true
+	case "request.referer":
+		return []byte(r.Referer()), true
+	case "request.useragent":
+		return []byte(r.UserAgent()), true
+	case "request.query":
+		return []byte(r.URL.RawQuery), true
+	case "request.protocol":
+		return []byte(protocolName(r)), true
+	case "request.id":
+		id, _ := s.replacer().GetString("http.request.uuid")
+		return []byte(id), id != ""
+	case "request.time":
+		return int64Bytes(s.started.UnixNano()), true
+	case "request.duration":
+		return int64Bytes(int64(time.Since(s.started))), true
+	case "request.size":
+		return int64Bytes(max(r.ContentLength, 0)), r.ContentLength >= 0
+	case "source.address":
+		return []byte(r.RemoteAddr), true
+	case "source.port":
+		return portBytes(r.RemoteAddr)
+	case "destination.address", "destination.port":
+		addr, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+		if !ok {
+			return nil, false
+		}
+		if path[1] == "port" {
+			return portBytes(addr.String())
+		}
+		return []byte(addr.String()), true
+	case "connection.tls_version":
+		if r.TLS == nil {
+			return nil, false
+		}
+		return []byte(tlsVersionName(r.TLS.Version)), true
+	case "connection.requested_server_name":
+		if r.TLS == nil {
+			return nil, false
+		}
+		return []byte(r.TLS.ServerName), true
+	case "connection.mtls":
+		return boolBytes(r.TLS != nil && len(r.TLS.PeerCertificates) > 0), true
+	case "response.code":
+		if !s.rw.wroteHeader {
+			return nil, false
+		}
+		return int64Bytes(int64(s.rw.status)), true
+	case "response.headers":
+		if !s.rw.wroteHeader {
+			return nil, false
+		}
+		return abi.AppendHeaderMap(nil, responseHeaders{s.rw}.Pairs()), true
+	}
+	return nil, false
+}
+
+func int64Bytes(v int64) []byte { return binary.LittleEndian.AppendUint64(nil, uint64(v)) }
+
+func boolBytes(b bool) []byte {
+	if b {
+		return []byte{1}
+	}
+	return []byte{0}
+}
+
+func portBytes(hostport string) ([]byte, bool) {
+	_, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return nil, false
+	}
+	n, err := strconv.Atoi(port)
+	return int64Bytes(int64(n)), err == nil
+}
+
+// protocolName names the protocol the way Envoy does: HTTP/1.1, HTTP/2, HTTP/3.
+func protocolName(r *http.Request) string {
+	switch r.ProtoMajor {
+	case 2:
+		return "HTTP/2"
+	case 3:
+		return "HTTP/3"
+	}
+	return r.Proto
+}
+
+func tlsVersionName(v uint16) string {
+	switch v {
+	case 0x0301:
+		return "TLSv1"
+	case 0x0302:
+		return "TLSv1.1"
+	case 0x0303:
+		return "TLSv1.2"
+	case 0x0304:
+		return "TLSv1.3"
+	}
+	return ""
+}
+
+// replacer returns the request's placeholder replacer, or an empty one
+// outside Caddy.
+func (s *stream) replacer() *caddy.Replacer {
+	if repl, ok := s.r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		return repl
+	}
+	return caddy.NewEmptyReplacer()
+}
+
+// logger returns the filter's logger with the request's ID, built once.
+func (s *stream) logger() *zap.Logger {
+	s.logOnce.Do(func() {
+		id, _ := s.replacer().GetString("http.request.uuid")
+		s.requestLog = s.h.logger.With(zap.String("request_id", id))
+	})
+	return s.requestLog
+}
+
+// GuestLog implements filters.LogSink.
+func (s *stream) GuestLog(level abi.LogLevel, msg []byte) {
+	s.h.guestLogs.log(s.logger, level, msg, "proxy_log")
+}
+
+// GuestOutput implements filters.LogSink: stdout logs at info, stderr at
+// error, as the specification says.
+func (s *stream) GuestOutput(fd uint32, p []byte) {
+	level, source := abi.LogInfo, "stdout"
+	if fd == 2 {
+		level, source = abi.LogError, "stderr"
+	}
+	s.h.guestLogs.log(s.logger, level, p, source)
+}
+
+// LogLevel implements filters.LogSink.
+func (s *stream) LogLevel() abi.LogLevel { return guestLogLevel(s.h.logger) }
+
+// Interface guards
+var _ filters.Exchange = (*stream)(nil)

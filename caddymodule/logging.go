@@ -1,0 +1,141 @@
+package caddymodule
+
+import (
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"unicode"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/time/rate"
+
+	"github.com/sluice-edge/sluice/abi"
+)
+
+// Guest logs are untrusted input: each filter may log guestLogRate lines per
+// second (bursts of guestLogBurst), each cut to maxGuestLogBytes, with
+// control characters and invalid UTF-8 escaped, so that no filter can flood
+// the log, forge log lines or hide text from a terminal.
+const (
+	guestLogRate     = 100
+	guestLogBurst    = 200
+	maxGuestLogBytes = 4 << 10
+)
+
+// guestLogLimiter rate-limits one filter's guest logs and counts what it
+// drops.
+type guestLogLimiter struct {
+	limiter *rate.Limiter
+	dropped atomic.Int64
+}
+
+func newGuestLogLimiter() *guestLogLimiter {
+	return &guestLogLimiter{limiter: rate.NewLimiter(guestLogRate, guestLogBurst)}
+}
+
+// log writes one guest message through the request's logger.
+func (l *guestLogLimiter) log(logger func() *zap.Logger, level abi.LogLevel, msg []byte, source string) {
+	zl := zapLevel(level)
+	base := logger()
+	if !base.Core().Enabled(zl) {
+		return
+	}
+	if !l.limiter.Allow() {
+		l.dropped.Add(1)
+		return
+	}
+	fields := []zap.Field{zap.String("source", source), zap.String("guest_level", level.String())}
+	if n := l.dropped.Swap(0); n > 0 {
+		fields = append(fields, zap.Int64("dropped_before", n))
+	}
+	truncated := len(msg) > maxGuestLogBytes
+	if truncated {
+		msg = msg[:maxGuestLogBytes]
+		fields = append(fields, zap.Bool("truncated", true))
+	}
+	if ce := base.Check(zl, sanitizeLogText(msg)); ce != nil {
+		ce.Write(fields...)
+	}
+}
+
+// sanitizeLogText escapes control characters and invalid UTF-8 as \xNN or
+// \u{...}, and drops a trailing newline (fd_write lines end with one).
+func sanitizeLogText(msg []byte) string {
+	s := strings.TrimSuffix(string(msg), "\n")
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || unicode.IsControl(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			b.WriteString(`\x`)
+			b.WriteByte("0123456789abcdef"[s[i]>>4])
+			b.WriteByte("0123456789abcdef"[s[i]&0xf])
+		case unicode.IsControl(r):
+			fmt.Fprintf(&b, `\u{%x}`, r)
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// zapLevel maps a Proxy-Wasm log level onto zap's. Critical is logged as
+// error: zap's higher levels panic or exit.
+func zapLevel(level abi.LogLevel) zapcore.Level {
+	switch level {
+	case abi.LogTrace, abi.LogDebug:
+		return zap.DebugLevel
+	case abi.LogInfo:
+		return zap.InfoLevel
+	case abi.LogWarn:
+		return zap.WarnLevel
+	}
+	return zap.ErrorLevel
+}
+
+// guestLogLevel is the least Proxy-Wasm level the logger records, so that
+// filters skip building messages nobody keeps.
+func guestLogLevel(logger *zap.Logger) abi.LogLevel {
+	core := logger.Core()
+	switch {
+	case core.Enabled(zap.DebugLevel):
+		return abi.LogTrace
+	case core.Enabled(zap.InfoLevel):
+		return abi.LogInfo
+	case core.Enabled(zap.WarnLevel):
+		return abi.LogWarn
+	}
+	return abi.LogError
+}
+
+// loadLog logs what a filter says while it is being loaded.
+type loadLog struct{ logger *zap.Logger }
+
+func (l *loadLog) GuestLog(level abi.LogLevel, msg []byte) {
+	if ce := l.logger.Check(zapLevel(level), sanitizeLogText(msg[:min(len(msg), maxGuestLogBytes)])); ce != nil {
+		ce.Write(zap.String("source", "proxy_log"), zap.String("phase", "load"))
+	}
+}
+
+func (l *loadLog) GuestOutput(fd uint32, p []byte) {
+	level := abi.LogInfo
+	if fd == 2 {
+		level = abi.LogError
+	}
+	l.GuestLog(level, p)
+}
+
+func (l *loadLog) LogLevel() abi.LogLevel { return guestLogLevel(l.logger) }

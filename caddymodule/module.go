@@ -1,0 +1,192 @@
+// Package caddymodule is the Caddy side of Sluice: the wasm_filter HTTP
+// handler, its Caddyfile directive, and the plumbing between Caddy's requests
+// and responses and the Proxy-Wasm runtime in package filters. It is the only
+// package that imports Caddy.
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/sluice-edge/sluice/filters"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+	httpcaddyfile.RegisterDirective("wasm_filter", parseCaddyfile)
+	// Inside encode (filters see uncompressed bodies), after Caddy's own
+	// request manipulation and auth, before the handlers that respond.
+	httpcaddyfile.RegisterDirectiveOrder("wasm_filter", httpcaddyfile.After, "templates")
+}
+
+// The failure policies.
+const (
+	FailClosed = "fail_closed"
+	FailOpen   = "fail_open"
+)
+
+// Handler runs a Proxy-Wasm filter on every request, each request in a fresh
+// WebAssembly instance of its own that is discarded when the request ends.
+// Filters written for Envoy with the official Proxy-Wasm SDKs run unmodified.
+type Handler struct {
+	// Path to the filter's WebAssembly module (.wasm).
+	Path string `json:"path,omitempty"`
+
+	// Name of the filter in logs, metrics and traces. Default: the module's
+	// file name without its extension.
+	Name string `json:"name,omitempty"`
+
+	// Plugin configuration, handed to proxy_on_configure. Exclusive with
+	// config_file.
+	Config string `json:"config,omitempty"`
+
+	// File holding the plugin configuration. Exclusive with config.
+	ConfigFile string `json:"config_file,omitempty"`
+
+	// VM configuration, handed to proxy_on_vm_start.
+	VMConfig string `json:"vm_config,omitempty"`
+
+	// The plugin's root ID (the plugin_root_id property), which SDKs use to
+	// pick a root context when one module holds several.
+	RootID string `json:"root_id,omitempty"`
+
+	// Time budget of each call into the filter (each callback, and each
+	// start-up step). A filter that runs longer is stopped and the failure
+	// policy applies. Default: 500ms.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	// Cap on the linear memory of each instance, in bytes. Default: 64 MiB.
+	MemoryLimit int64 `json:"memory_limit,omitempty"`
+
+	// Largest body, in bytes, the filter may hold back (buffer) per
+	// direction. A request over it gets 413; a response over it fails the
+	// filter. Default: 10 MiB.
+	MaxBodySize int64 `json:"max_body_size,omitempty"`
+
+	// What happens when the filter fails (traps, times out, breaks the ABI)
+	// before the response has started: "fail_closed" answers 500,
+	// "fail_open" lets the request through as if the filter were not there.
+	// After the response has started, the stream is aborted either way.
+	// Default: fail_closed.
+	FailurePolicy string `json:"failure_policy,omitempty"`
+
+	plugin    *filters.Plugin
+	poolKey   string
+	logger    *zap.Logger
+	guestLogs *guestLogLimiter
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.wasm_filter",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision loads the filter: it reads the module and its configuration,
+// compiles and validates the module, and starts one instance to check that
+// the filter accepts its configuration. Any problem fails the config load,
+// naming the file. Loaded filters are shared across config reloads.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	if h.Path == "" {
+		return errors.New("wasm_filter: path to the .wasm module is required")
+	}
+	h.logger = ctx.Logger()
+	if h.Name == "" {
+		h.Name = strings.TrimSuffix(filepath.Base(h.Path), filepath.Ext(h.Path))
+	}
+	h.logger = h.logger.With(zap.String("filter", h.Name))
+	h.guestLogs = newGuestLogLimiter()
+
+	cfg, err := h.pluginConfig()
+	if err != nil {
+		return fmt.Errorf("wasm_filter %q: %w", h.Path, err)
+	}
+	h.poolKey = poolKey(cfg)
+	h.plugin, err = loadShared(ctx, h.poolKey, cfg, h.logger)
+	if err != nil {
+		return fmt.Errorf("wasm_filter %q: %w", h.Path, err)
+	}
+	h.logger.Debug("filter loaded",
+		zap.String("digest", h.plugin.Digest()),
+		zap.String("abi_version", string(h.plugin.ABIVersion())))
+	return nil
+}
+
+// pluginConfig reads the files the handler names and builds the runtime's
+// configuration.
+func (h *Handler) pluginConfig() (filters.Config, error) {
+	module, err := os.ReadFile(h.Path)
+	if err != nil {
+		return filters.Config{}, fmt.Errorf("reading module: %w", err)
+	}
+	pluginConfig := []byte(h.Config)
+	if h.ConfigFile != "" {
+		if pluginConfig, err = os.ReadFile(h.ConfigFile); err != nil {
+			return filters.Config{}, fmt.Errorf("reading config_file: %w", err)
+		}
+	}
+	return filters.Config{
+		Name:         h.Name,
+		Module:       module,
+		VMConfig:     []byte(h.VMConfig),
+		PluginConfig: pluginConfig,
+		RootID:       h.RootID,
+		Limits: filters.Limits{
+			Timeout:     time.Duration(h.Timeout),
+			MemoryLimit: uint64(max(h.MemoryLimit, 0)),
+			MaxBodySize: h.MaxBodySize,
+		},
+	}, nil
+}
+
+// Validate checks the configuration.
+func (h *Handler) Validate() error {
+	var errs []error
+	if h.Config != "" && h.ConfigFile != "" {
+		errs = append(errs, errors.New("config and config_file are exclusive"))
+	}
+	switch h.FailurePolicy {
+	case "", FailClosed, FailOpen:
+	default:
+		errs = append(errs, fmt.Errorf("failure_policy %q: want %s or %s", h.FailurePolicy, FailClosed, FailOpen))
+	}
+	if h.Timeout < 0 || h.MemoryLimit < 0 || h.MaxBodySize < 0 {
+		errs = append(errs, errors.New("timeout, memory_limit and max_body_size must not be negative"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("wasm_filter %q: %w", h.Path, err)
+	}
+	return nil
+}
+
+// Cleanup releases this config's hold on the loaded filter; the filter is
+// closed when no config uses it.
+func (h *Handler) Cleanup() error {
+	if h.plugin == nil {
+		return nil
+	}
+	_, err := plugins.Delete(h.poolKey)
+	return err
+}
+
+// failOpen reports whether the failure policy lets requests through.
+func (h *Handler) failOpen() bool { return h.FailurePolicy == FailOpen }
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,388 @@
+package filters
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/sluice-edge/sluice/abi"
+)
+
+// Exchange is the HTTP side of one request, supplied by the embedder: the
+// header maps over its request and response, the request's properties, and
+// where the filter's logs go.
+type Exchange interface {
+	LogSink
+	// HeaderMap returns map t, or nil while it does not exist (response
+	// headers before the response, trailers the request has not got, ...).
+	HeaderMap(t abi.MapType) abi.HeaderMap
+	// Property returns a property of the request: request.*, source.*, ...
+	Property(path []string) ([]byte, bool)
+	// SetProperty records a property for later filters of the request.
+	SetProperty(path []string, value []byte) abi.Status
+	// ValidResponseHeaders reports whether a local response may carry pairs.
+	ValidResponseHeaders(pairs [][2]string) bool
+}
+
+// Outcome tells the embedder what to do after a stream callback.
+type Outcome int
+
+// The outcomes of a stream callback.
+const (
+	// Continue: forward the headers, and whatever body is buffered.
+	Continue Outcome = iota
+	// Pause: hold the headers and keep buffering the body.
+	Pause
+	// Respond: send LocalResponse instead of forwarding anything.
+	Respond
+	// Reset: the filter closed the stream; abort it.
+	Reset
+)
+
+func (o Outcome) String() string {
+	return [...]string{"continue", "pause", "respond", "reset"}[o]
+}
+
+// phase is where the HTTP context is in its lifecycle; it decides which maps
+// and buffers the guest may touch.
+type phase int
+
+const (
+	phaseCreated phase = iota
+	phaseRequestHeaders
+	phaseRequestBody
+	phaseRequestTrailers
+	phaseResponseHeaders
+	phaseResponseBody
+	phaseResponseTrailers
+	phaseDone // proxy_on_done, proxy_on_log, proxy_on_delete
+)
+
+// HTTPContext is the Proxy-Wasm stream context of one request in an
+// instance. Its methods call the matching callbacks and report what the
+// embedder should do; it is the abi.Host of those calls. Methods may be
+// called from different goroutines (a request body is often read by the
+// transport's goroutine), never concurrently with each other for one
+// callback, since the instance serializes calls.
+type HTTPContext struct {
+	inst *Instance
+	id   uint32
+	ex   Exchange
+
+	phase         phase
+	requestSent   bool // request headers forwarded: they can no longer change
+	responseSent  bool // response headers sent downstream
+	reqBody       bodyBuffer
+	respBody      bodyBuffer
+	local         *abi.LocalResponse
+	localReported bool
+	reset         bool
+	resume        [2]bool // proxy_continue_stream per HTTP stream type
+	donePending   bool    // proxy_on_done returned false
+}
+
+// NewHTTPContext creates the stream context of a request:
+// proxy_on_context_create(id, root).
+func (inst *Instance) NewHTTPContext(ctx context.Context, ex Exchange) (*HTTPContext, error) {
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	limit := inst.plugin.cfg.Limits.MaxBodySize
+	hc := &HTTPContext{
+		inst:     inst,
+		id:       inst.nextContextID,
+		ex:       ex,
+		reqBody:  bodyBuffer{limit: limit},
+		respBody: bodyBuffer{limit: limit},
+	}
+	inst.nextContextID++
+	if _, err := inst.callOr(ctx, hc, abi.OnContextCreate, 0, uint64(hc.id), rootContextID); err != nil {
+		return nil, err
+	}
+	return hc, nil
+}
+
+// RequestHeaders calls proxy_on_request_headers.
+func (hc *HTTPContext) RequestHeaders(ctx context.Context, numHeaders int, endOfStream bool) (Outcome, error) {
+	return hc.stream(ctx, phaseRequestHeaders, abi.OnRequestHeaders, abi.StreamHTTPRequest,
+		uint64(numHeaders), boolArg(endOfStream))
+}
+
+// RequestBody appends chunk to the buffered request body and calls
+// proxy_on_request_body with the size of everything buffered. After
+// Continue, TakeRequestBody returns what to forward. A body that would grow
+// past max_body_size fails with ErrBodyTooLarge, without a guest call.
+func (hc *HTTPContext) RequestBody(ctx context.Context, chunk []byte, endOfStream bool) (Outcome, error) {
+	if err := hc.reqBody.append(chunk); err != nil {
+		return 0, err
+	}
+	return hc.stream(ctx, phaseRequestBody, abi.OnRequestBody, abi.StreamHTTPRequest,
+		uint64(len(hc.reqBody.data)), boolArg(endOfStream))
+}
+
+// RequestTrailers calls proxy_on_request_trailers.
+func (hc *HTTPContext) RequestTrailers(ctx context.Context, numTrailers int) (Outcome, error) {
+	return hc.stream(ctx, phaseRequestTrailers, abi.OnRequestTrailers, abi.StreamHTTPRequest, uint64(numTrailers))
+}
+
+// ResponseHeaders calls proxy_on_response_headers.
+func (hc *HTTPContext) ResponseHeaders(ctx context.Context, numHeaders int, endOfStream bool) (Outcome, error) {
+	return hc.stream(ctx, phaseResponseHeaders, abi.OnResponseHeaders, abi.StreamHTTPResponse,
+		uint64(numHeaders), boolArg(endOfStream))
+}
+
+// ResponseBody is RequestBody for the response.
+func (hc *HTTPContext) ResponseBody(ctx context.Context, chunk []byte, endOfStream bool) (Outcome, error) {
+	if err := hc.respBody.append(chunk); err != nil {
+		return 0, err
+	}
+	return hc.stream(ctx, phaseResponseBody, abi.OnResponseBody, abi.StreamHTTPResponse,
+		uint64(len(hc.respBody.data)), boolArg(endOfStream))
+}
+
+// ResponseTrailers calls proxy_on_response_trailers.
+func (hc *HTTPContext) ResponseTrailers(ctx context.Context, numTrailers int) (Outcome, error) {
+	return hc.stream(ctx, phaseResponseTrailers, abi.OnResponseTrailers, abi.StreamHTTPResponse, uint64(numTrailers))
+}
+
+// TakeRequestBody returns the buffered request body, as the filter left it,
+// and empties the buffer.
+func (hc *HTTPContext) TakeRequestBody() []byte { return hc.reqBody.take() }
+
+// TakeResponseBody returns the buffered response body and empties the buffer.
+func (hc *HTTPContext) TakeResponseBody() []byte { return hc.respBody.take() }
+
+// BufferedResponseBody is the size of the response body held back so far.
+func (hc *HTTPContext) BufferedResponseBody() int { return len(hc.respBody.data) }
+
+// LocalResponse returns the response the filter sent, or nil.
+func (hc *HTTPContext) LocalResponse() *abi.LocalResponse { return hc.local }
+
+// RequestForwarded records that the request headers went upstream: the
+// filter can no longer change them.
+func (hc *HTTPContext) RequestForwarded() {
+	hc.inst.mu.Lock()
+	defer hc.inst.mu.Unlock()
+	hc.requestSent = true
+}
+
+// ResponseStarted records that the response headers went downstream: the
+// filter can no longer change them or send a local response.
+func (hc *HTTPContext) ResponseStarted() {
+	hc.inst.mu.Lock()
+	defer hc.inst.mu.Unlock()
+	hc.responseSent = true
+}
+
+// Finish ends the context: proxy_on_done, then proxy_on_log and
+// proxy_on_delete, in the specification's order. A filter that returns false
+// from proxy_on_done to keep the context open is not waited for: a request's
+// instance ends with its request.
+func (hc *HTTPContext) Finish(ctx context.Context) error {
+	inst := hc.inst
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	hc.phase = phaseDone
+	done, err := inst.callOr(ctx, hc, abi.OnDone, 1, uint64(hc.id))
+	if err != nil {
+		return err
+	}
+	hc.donePending = done == 0
+	if _, err := inst.callOr(ctx, hc, abi.OnLog, 0, uint64(hc.id)); err != nil {
+		return err
+	}
+	_, err = inst.callOr(ctx, hc, abi.OnDelete, 0, uint64(hc.id))
+	return err
+}
+
+// stream runs one stream callback and turns its result into an Outcome. A
+// reset or local response the guest asked for during the call wins over its
+// return value; proxy_continue_stream during the call turns a pause into a
+// continue.
+func (hc *HTTPContext) stream(ctx context.Context, p phase, cb abi.Callback, st abi.StreamType, args ...uint64) (Outcome, error) {
+	inst := hc.inst
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	hc.phase = p
+	hc.resume[st] = false
+	raw, err := inst.callOr(ctx, hc, cb, uint64(abi.ActionContinue), append([]uint64{uint64(hc.id)}, args...)...)
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case hc.reset:
+		return Reset, nil
+	case hc.local != nil && !hc.localReported:
+		hc.localReported = true
+		return Respond, nil
+	}
+	action, ok := abi.ParseAction(uint32(raw))
+	if !ok {
+		return 0, inst.fail(cb, ErrABIViolation, fmt.Errorf("returned %d, which is no Proxy-Wasm action", uint32(raw)))
+	}
+	if action == abi.ActionPause && !hc.resume[st] {
+		return Pause, nil
+	}
+	return Continue, nil
+}
+
+func boolArg(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// The abi.Host methods, for calls made while a callback of this context runs.
+
+// HeaderMap implements abi.Host. A map can be read from the phase it appears
+// in until the end of the stream (Envoy allows as much), and written only
+// while the change can still reach the wire.
+func (hc *HTTPContext) HeaderMap(t abi.MapType, write bool) (abi.HeaderMap, abi.Status) {
+	var exists, writable bool
+	switch t {
+	case abi.MapRequestHeaders:
+		exists = true
+		writable = !hc.requestSent && hc.phase >= phaseRequestHeaders && hc.phase <= phaseRequestTrailers
+	case abi.MapRequestTrailers:
+		exists = hc.phase >= phaseRequestTrailers
+		writable = hc.phase == phaseRequestTrailers
+	case abi.MapResponseHeaders:
+		exists = hc.phase >= phaseResponseHeaders
+		writable = !hc.responseSent && hc.phase >= phaseResponseHeaders && hc.phase <= phaseResponseTrailers
+	case abi.MapResponseTrailers:
+		exists = hc.phase >= phaseResponseTrailers
+		writable = hc.phase == phaseResponseTrailers
+	}
+	if !exists || (write && !writable) {
+		return nil, abi.StatusBadArgument
+	}
+	m := hc.ex.HeaderMap(t)
+	if m == nil {
+		return nil, abi.StatusBadArgument
+	}
+	return m, abi.StatusOK
+}
+
+// Buffer implements abi.Host: a body buffer exists during its own callback.
+func (hc *HTTPContext) Buffer(t abi.BufferType, _ bool) (abi.Buffer, abi.Status) {
+	switch {
+	case t == abi.BufferRequestBody && hc.phase == phaseRequestBody:
+		return &hc.reqBody, abi.StatusOK
+	case t == abi.BufferResponseBody && hc.phase == phaseResponseBody:
+		return &hc.respBody, abi.StatusOK
+	}
+	return nil, abi.StatusNotFound
+}
+
+// SendLocalResponse implements abi.Host. A filter may answer once, from a
+// request or response callback, before the response headers went
+// downstream, with a final status and headers that may go on the wire.
+func (hc *HTTPContext) SendLocalResponse(r *abi.LocalResponse) abi.Status {
+	switch {
+	case hc.local != nil, hc.responseSent,
+		hc.phase < phaseRequestHeaders, hc.phase > phaseResponseTrailers,
+		r.StatusCode < 200, r.StatusCode > 599,
+		int64(len(r.Body)) > hc.reqBody.limit,
+		!hc.ex.ValidResponseHeaders(r.Headers):
+		return abi.StatusBadArgument
+	}
+	local := *r
+	local.Body = append([]byte(nil), r.Body...)
+	hc.local = &local
+	return abi.StatusOK
+}
+
+// ContinueStream implements abi.Host. TCP streams do not exist in an HTTP
+// filter.
+func (hc *HTTPContext) ContinueStream(t abi.StreamType) abi.Status {
+	if t > abi.StreamHTTPResponse {
+		return abi.StatusUnimplemented
+	}
+	hc.resume[t] = true
+	return abi.StatusOK
+}
+
+// CloseStream implements abi.Host: either HTTP stream resets the request.
+func (hc *HTTPContext) CloseStream(t abi.StreamType) abi.Status {
+	if t > abi.StreamHTTPResponse || hc.phase == phaseDone {
+		return abi.StatusBadArgument
+	}
+	hc.reset = true
+	return abi.StatusOK
+}
+
+// Property implements abi.Host.
+func (hc *HTTPContext) Property(path []string) ([]byte, abi.Status) {
+	if v, ok := hc.inst.plugin.property(path); ok {
+		return v, abi.StatusOK
+	}
+	if v, ok := hc.ex.Property(path); ok {
+		return v, abi.StatusOK
+	}
+	return nil, abi.StatusNotFound
+}
+
+// SetProperty implements abi.Host.
+func (hc *HTTPContext) SetProperty(path []string, value []byte) abi.Status {
+	return hc.ex.SetProperty(path, value)
+}
+
+// Log implements abi.Host.
+func (hc *HTTPContext) Log(level abi.LogLevel, msg []byte) { hc.ex.GuestLog(level, msg) }
+
+// LogLevel implements abi.Host.
+func (hc *HTTPContext) LogLevel() abi.LogLevel { return hc.ex.LogLevel() }
+
+// WriteOutput implements abi.Host.
+func (hc *HTTPContext) WriteOutput(fd uint32, p []byte) { hc.ex.GuestOutput(fd, p) }
+
+// SetEffectiveContext implements abi.Host: the root and this context exist.
+func (hc *HTTPContext) SetEffectiveContext(id uint32) abi.Status {
+	if id == hc.id || id == rootContextID {
+		return abi.StatusOK
+	}
+	return abi.StatusBadArgument
+}
+
+// Done implements abi.Host.
+func (hc *HTTPContext) Done() abi.Status {
+	if !hc.donePending {
+		return abi.StatusNotFound
+	}
+	hc.donePending = false
+	return abi.StatusOK
+}
+
+// CallStatus implements abi.Host: there are no outbound calls (yet).
+func (hc *HTTPContext) CallStatus() (uint32, []byte, abi.Status) { return 0, nil, abi.StatusNotFound }
+
+// bodyBuffer is a body held for the filter, bounded by max_body_size.
+type bodyBuffer struct {
+	data  []byte
+	limit int64
+}
+
+func (b *bodyBuffer) append(chunk []byte) error {
+	if int64(len(b.data))+int64(len(chunk)) > b.limit {
+		return ErrBodyTooLarge
+	}
+	b.data = append(b.data, chunk...)
+	return nil
+}
+
+func (b *bodyBuffer) take() []byte {
+	data := b.data
+	b.data = nil
+	return data
+}
+
+// Bytes implements abi.Buffer.
+func (b *bodyBuffer) Bytes() []byte { return b.data }
+
+// Set implements abi.Buffer: the filter may not grow a body past the limit.
+func (b *bodyBuffer) Set(data []byte) abi.Status {
+	if int64(len(data)) > b.limit {
+		return abi.StatusBadArgument
+	}
+	b.data = data
+	return abi.StatusOK
+}

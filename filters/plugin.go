@@ -1,0 +1,311 @@
+// Package filters is Sluice's Proxy-Wasm runtime: it compiles each configured
+// filter (a plugin) once, validates it, and gives every request a fresh,
+// configured instance of it, driving the Proxy-Wasm lifecycle in order and
+// enforcing the plugin's limits. It knows nothing of Caddy; the embedder
+// supplies each request's HTTP side through the Exchange interface.
+package filters
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+
+	"github.com/sluice-edge/sluice/abi"
+	"github.com/sluice-edge/sluice/filters/internal/wasmbin"
+)
+
+// Defaults for the limits a configuration leaves out.
+const (
+	DefaultTimeout     = 500 * time.Millisecond
+	DefaultMemoryLimit = 64 << 20
+	DefaultMaxBodySize = 10 << 20
+)
+
+// Bounds on the modules Load accepts: each would otherwise cost every
+// instance (or the compiler) more than any filter needs.
+const (
+	MaxModuleSize = 64 << 20
+	maxFunctions  = 1 << 17
+	maxGlobals    = 1 << 16
+	maxTableSize  = 1 << 17
+	wasmPageSize  = 64 << 10
+)
+
+// Limits bound what one instance of a plugin may use.
+type Limits struct {
+	// Timeout bounds each call into the guest: every callback, and each step
+	// of starting an instance. A long stream is fine, a long callback is not.
+	Timeout time.Duration
+	// MemoryLimit caps the guest's linear memory, in bytes (whole 64 KiB
+	// pages; the rest is rounded down).
+	MemoryLimit uint64
+	// MaxBodySize caps the body bytes the host buffers for the filter, per
+	// direction.
+	MaxBodySize int64
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.Timeout <= 0 {
+		l.Timeout = DefaultTimeout
+	}
+	if l.MemoryLimit == 0 {
+		l.MemoryLimit = DefaultMemoryLimit
+	}
+	if l.MaxBodySize <= 0 {
+		l.MaxBodySize = DefaultMaxBodySize
+	}
+	return l
+}
+
+// Config is everything that makes a plugin: the module and its configuration.
+type Config struct {
+	// Name identifies the plugin in logs, metrics and errors.
+	Name string
+	// Module is the WebAssembly binary.
+	Module []byte
+	// VMConfig is handed to proxy_on_vm_start, PluginConfig to
+	// proxy_on_configure.
+	VMConfig, PluginConfig []byte
+	// RootID and VMID are the plugin_root_id and plugin_vm_id properties.
+	RootID, VMID string
+	Limits       Limits
+	// CompilationCache, if set, shares compiled code between plugins and
+	// across reloads.
+	CompilationCache wazero.CompilationCache
+	// LoadLog receives what the filter logs while Load starts it; may be nil.
+	LoadLog LogSink
+}
+
+// Plugin is a compiled, validated filter with its configuration. It is safe
+// for concurrent use: each request gets its own Instance.
+type Plugin struct {
+	cfg      Config
+	digest   string
+	version  abi.Version
+	exported map[abi.Callback]bool
+	runtime  wazero.Runtime
+	compiled wazero.CompiledModule
+	modCfg   wazero.ModuleConfig
+}
+
+// Load compiles and validates a filter, then starts one instance of it to
+// check that it accepts its configuration. Every error names the problem:
+// a malformed binary, a missing export, an import the host lacks, a
+// configuration the filter rejects.
+func Load(ctx context.Context, cfg Config) (*Plugin, error) {
+	cfg.Limits = cfg.Limits.withDefaults()
+	if len(cfg.Module) > MaxModuleSize {
+		return nil, fmt.Errorf("module is %d bytes, limit %d", len(cfg.Module), MaxModuleSize)
+	}
+	if err := checkShape(cfg.Module, cfg.Limits); err != nil {
+		return nil, err
+	}
+
+	rc := wazero.NewRuntimeConfig().
+		WithCloseOnContextDone(true).
+		WithMemoryLimitPages(uint32(min(cfg.Limits.MemoryLimit/wasmPageSize, 65536)))
+	if cfg.CompilationCache != nil {
+		rc = rc.WithCompilationCache(cfg.CompilationCache)
+	}
+	p := &Plugin{cfg: cfg, runtime: wazero.NewRuntimeWithConfig(ctx, rc)}
+	sum := sha256.Sum256(cfg.Module)
+	p.digest = "sha256:" + hex.EncodeToString(sum[:])
+	if err := p.compile(ctx); err != nil {
+		_ = p.runtime.Close(ctx)
+		return nil, err
+	}
+
+	// Start one instance now, so that a filter that rejects its
+	// configuration, traps or loops while starting fails the load, with
+	// what it logged, rather than the first request.
+	log := &lastErrorLog{next: cfg.LoadLog}
+	inst, err := p.NewInstance(ctx, log)
+	if err != nil {
+		_ = p.Close(ctx)
+		if log.last != "" {
+			return nil, fmt.Errorf("%w (filter logged: %q)", err, log.last)
+		}
+		return nil, err
+	}
+	inst.Close(ctx)
+	return p, nil
+}
+
+// checkShape refuses modules whose declared sizes would make every instance
+// expensive, before the compiler spends time on them.
+func checkShape(module []byte, limits Limits) error {
+	s, err := wasmbin.Summarize(module)
+	if err != nil {
+		return fmt.Errorf("not a WebAssembly module: %w", err)
+	}
+	switch {
+	case s.ImportsMem:
+		return errors.New("module imports its memory; a filter must define and export its own")
+	case s.ImportsTable:
+		return errors.New("module imports a table; a filter must define its own")
+	case s.Functions > maxFunctions:
+		return fmt.Errorf("module defines %d functions, limit %d", s.Functions, maxFunctions)
+	case s.Globals > maxGlobals:
+		return fmt.Errorf("module defines %d globals, limit %d", s.Globals, maxGlobals)
+	case s.TableMin > maxTableSize:
+		return fmt.Errorf("module tables need %d elements, limit %d", s.TableMin, maxTableSize)
+	case s.DataBytes > limits.MemoryLimit:
+		return fmt.Errorf("module data segments are %d bytes, more than memory_limit %d", s.DataBytes, limits.MemoryLimit)
+	}
+	return nil
+}
+
+// compile compiles the module and checks its imports and exports against
+// the ABI.
+func (p *Plugin) compile(ctx context.Context) error {
+	if err := abi.InstantiateHostModules(ctx, p.runtime); err != nil {
+		return fmt.Errorf("registering host functions: %w", err)
+	}
+	compiled, err := p.runtime.CompileModule(ctx, p.cfg.Module)
+	if err != nil {
+		return fmt.Errorf("compiling module: %w", err)
+	}
+	p.compiled = compiled
+	if err := checkImports(compiled); err != nil {
+		return err
+	}
+	if p.version, p.exported, err = checkExports(compiled); err != nil {
+		return err
+	}
+	p.modCfg = wazero.NewModuleConfig().
+		WithName("").          // anonymous: many instances of one module coexist
+		WithStartFunctions(). // the instance runs _initialize or _start under a time budget
+		WithSysWalltime().WithSysNanotime()
+	return nil
+}
+
+// checkImports refuses imports the host does not provide, naming each.
+func checkImports(m wazero.CompiledModule) error {
+	var errs []error
+	for _, f := range m.ImportedFunctions() {
+		module, name, _ := f.Import()
+		want, ok := abi.LookupImport(module, name)
+		switch {
+		case !ok:
+			errs = append(errs, fmt.Errorf("imports %s.%s, which the host does not provide", module, name))
+		case !want.Equal(f.ParamTypes(), f.ResultTypes()):
+			errs = append(errs, fmt.Errorf("imports %s.%s with type %s, the host's has type %s",
+				module, name, abi.FormatSignature(f.ParamTypes(), f.ResultTypes()), want))
+		}
+	}
+	for _, mem := range m.ImportedMemories() {
+		module, name, _ := mem.Import()
+		errs = append(errs, fmt.Errorf("imports memory %s.%s; a filter must define its own", module, name))
+	}
+	return errors.Join(errs...)
+}
+
+// checkExports finds the one ABI version the module advertises and checks
+// the memory, the allocator and the type of every callback it exports.
+func checkExports(m wazero.CompiledModule) (abi.Version, map[abi.Callback]bool, error) {
+	funcs := m.ExportedFunctions()
+	var versions []string
+	var version abi.Version
+	for name, v := range abi.VersionExports {
+		if _, ok := funcs[name]; ok {
+			versions = append(versions, name)
+			version = v
+		}
+	}
+	switch len(versions) {
+	case 0:
+		return "", nil, errors.New("module exports no Proxy-Wasm ABI version (proxy_abi_version_0_2_1, _0_2_0 or _0_1_0)")
+	case 1:
+	default:
+		return "", nil, fmt.Errorf("module exports several Proxy-Wasm ABI versions: %v", versions)
+	}
+	if _, ok := m.ExportedMemories()[abi.ExportMemory]; !ok {
+		return "", nil, abi.ErrNoMemory
+	}
+	_, hasAlloc := funcs[abi.ExportAllocate]
+	_, hasMalloc := funcs[abi.ExportMalloc]
+	if !hasAlloc && !hasMalloc {
+		return "", nil, abi.ErrNoAllocator
+	}
+
+	exported := map[abi.Callback]bool{}
+	for _, cb := range abi.Callbacks {
+		def, ok := funcs[string(cb)]
+		if !ok {
+			continue
+		}
+		want, _ := abi.CallbackSignature(version, cb)
+		if !want.Equal(def.ParamTypes(), def.ResultTypes()) {
+			return "", nil, fmt.Errorf("export %s has type %s, ABI %s wants %s",
+				cb, abi.FormatSignature(def.ParamTypes(), def.ResultTypes()), version, want)
+		}
+		exported[cb] = true
+	}
+	for _, name := range []string{abi.ExportInit, abi.ExportStart} {
+		if def, ok := funcs[name]; ok && (len(def.ParamTypes()) != 0 || len(def.ResultTypes()) != 0) {
+			return "", nil, fmt.Errorf("export %s has type %s, want () -> ()", name,
+				abi.FormatSignature(def.ParamTypes(), def.ResultTypes()))
+		}
+	}
+	return version, exported, nil
+}
+
+// Name returns the plugin's name.
+func (p *Plugin) Name() string { return p.cfg.Name }
+
+// Digest returns the SHA-256 of the module, as "sha256:<hex>".
+func (p *Plugin) Digest() string { return p.digest }
+
+// ABIVersion returns the Proxy-Wasm ABI version the module advertises.
+func (p *Plugin) ABIVersion() abi.Version { return p.version }
+
+// Limits returns the plugin's limits, defaults filled in.
+func (p *Plugin) Limits() Limits { return p.cfg.Limits }
+
+// Exports reports whether the module exports callback cb.
+func (p *Plugin) Exports(cb abi.Callback) bool { return p.exported[cb] }
+
+// Close releases the compiled module and the runtime. Instances still running
+// fail their next call.
+func (p *Plugin) Close(ctx context.Context) error {
+	return p.runtime.Close(ctx)
+}
+
+// lastErrorLog remembers the last error a starting filter logged, to explain
+// a rejected configuration, and passes everything on.
+type lastErrorLog struct {
+	next LogSink
+	last string
+}
+
+const maxExplained = 200
+
+func (l *lastErrorLog) GuestLog(level abi.LogLevel, msg []byte) {
+	if level >= abi.LogError {
+		l.last = string(msg[:min(len(msg), maxExplained)])
+	}
+	if l.next != nil {
+		l.next.GuestLog(level, msg)
+	}
+}
+
+func (l *lastErrorLog) GuestOutput(fd uint32, p []byte) {
+	if fd == 2 {
+		l.last = string(p[:min(len(p), maxExplained)])
+	}
+	if l.next != nil {
+		l.next.GuestOutput(fd, p)
+	}
+}
+
+func (l *lastErrorLog) LogLevel() abi.LogLevel {
+	if l.next != nil {
+		return min(l.next.LogLevel(), abi.LogError)
+	}
+	return abi.LogError
+}
