@@ -37,7 +37,9 @@ func (s *stream) HeaderMap(t abi.MapType) abi.HeaderMap {
 }
 
 // ValidResponseHeaders implements filters.Exchange.
-func (s *stream) ValidResponseHeaders(pairs [][2]string) bool { return validLocalResponseHeaders(pairs) }
+func (s *stream) ValidResponseHeaders(pairs [][2]string) bool {
+	return validLocalResponseHeaders(pairs)
+}
 
 // propertyVarPrefix namespaces the properties filters set among the
 // request's variables, where later filters and Caddy ({http.vars.*}) find

@@ -178,7 +178,7 @@ func (p *Plugin) compile(ctx context.Context) error {
 		return err
 	}
 	p.modCfg = wazero.NewModuleConfig().
-		WithName("").          // anonymous: many instances of one module coexist
+		WithName("").         // anonymous: many instances of one module coexist
 		WithStartFunctions(). // the instance runs _initialize or _start under a time budget
 		WithSysWalltime().WithSysNanotime()
 	return nil
