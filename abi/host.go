@@ -29,13 +29,14 @@ type Host interface {
 	// Property returns the value of a property path (its segments).
 	Property(path []string) ([]byte, Status)
 	// SetProperty sets a property for later filters of the same request.
+	// value aliases guest memory: copy what must outlive the call.
 	SetProperty(path []string, value []byte) Status
-	// Log writes a guest log message (proxy_log).
+	// Log writes a guest log message (proxy_log). msg aliases guest memory.
 	Log(level LogLevel, msg []byte)
 	// LogLevel is the least level the host records.
 	LogLevel() LogLevel
 	// WriteOutput receives what the guest writes to stdout (fd 1) or stderr
-	// (fd 2).
+	// (fd 2). p is the host's copy, at most 64 KiB per write.
 	WriteOutput(fd uint32, p []byte)
 	// SetEffectiveContext switches the context later host calls act for.
 	SetEffectiveContext(contextID uint32) Status

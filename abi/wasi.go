@@ -272,7 +272,7 @@ func fdWrite(c *call, fd, iovs, iovsLen, resultPtr uint32) Errno {
 		return ErrnoFault
 	}
 	var out []byte
-	var total uint32
+	var total uint64 // iovecs may repeat a range: the sum can pass 2^32
 	for i := uint32(0); i < iovsLen; i++ {
 		ptr := binary.LittleEndian.Uint32(vecs[8*i:])
 		size := binary.LittleEndian.Uint32(vecs[8*i+4:])
@@ -283,12 +283,15 @@ func fdWrite(c *call, fd, iovs, iovsLen, resultPtr uint32) Errno {
 		if room := maxOutputBytes - len(out); room > 0 {
 			out = append(out, data[:min(len(data), room)]...)
 		}
-		total += size
+		total += uint64(size)
+	}
+	if total > uint64(^uint32(0)) { // nwritten cannot hold it; writev says EINVAL
+		return ErrnoInval
 	}
 	if len(out) > 0 {
 		c.host.WriteOutput(fd, out)
 	}
-	c.guest.writeUint32(resultPtr, total)
+	c.guest.writeUint32(resultPtr, uint32(total))
 	return ErrnoSuccess
 }
 
