@@ -21,7 +21,8 @@ var (
 	// (an allocator that re-enters the host, an unknown action value, a
 	// request left paused with nothing pending, ...).
 	ErrABIViolation = errors.New("guest broke the Proxy-Wasm ABI")
-	// ErrCanceled: the request ended (the client went away) during the call.
+	// ErrCanceled: the request ended (the client went away) during the call,
+	// or the instance or its plugin was closed.
 	ErrCanceled = errors.New("request canceled")
 	// ErrHostPanic: Sluice's own host code panicked. A bug, recovered.
 	ErrHostPanic = errors.New("host function panicked")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/tetratelabs/wazero/api"
 
@@ -19,6 +20,9 @@ type LogSink interface {
 	// LogLevel is the least level worth sending.
 	LogLevel() abi.LogLevel
 }
+
+// errInstanceClosed is the cause of calls into a closed instance.
+var errInstanceClosed = errors.New("instance closed")
 
 // rootContextID is the id of the plugin (root) context in every instance;
 // HTTP contexts count up from it.
@@ -37,6 +41,7 @@ type Instance struct {
 
 	mu            sync.Mutex // serializes guest calls and guards what follows
 	stack         [8]uint64
+	budget        time.Duration // of the next guest call
 	lastCall      abi.Callback
 	err           *GuestError
 	nextContextID uint32
@@ -54,10 +59,18 @@ func (p *Plugin) NewInstance(ctx context.Context, log LogSink) (*Instance, error
 	}
 	inst.root = &rootContext{inst: inst, log: log}
 
-	// Instantiation runs the module's start section, if any, so it gets the
-	// same budget as any other guest call.
-	callCtx, cancel := context.WithTimeout(abi.WithCall(ctx, inst.guest, inst.root), p.cfg.Limits.Timeout)
+	// Instantiation runs the module's start section, if any, so it has a
+	// budget too.
+	inst.budget = p.cfg.Limits.Timeout * StartTimeoutFactor
+	callCtx, cancel := context.WithTimeout(abi.WithCall(ctx, inst.guest, inst.root), inst.budget)
 	mod, err := p.runtime.InstantiateModule(callCtx, p.compiled, p.modCfg)
+	if err == nil && callCtx.Err() != nil {
+		// The start section outlived its budget (a host function such as
+		// poll_oneoff returned at the deadline): wazero may have closed the
+		// module already, so it must not be used.
+		_ = mod.Close(ctx)
+		err = callCtx.Err()
+	}
 	cancel()
 	if err != nil {
 		kind := inst.kindOf(ctx, callCtx, err)
@@ -128,6 +141,7 @@ func (inst *Instance) start(ctx context.Context) error {
 		return inst.fail(abi.OnConfigure, ErrRejected, errors.New("proxy_on_configure returned false"))
 	}
 	root.phase = rootReady
+	inst.budget = cfg.Limits.Timeout
 	return nil
 }
 
@@ -190,11 +204,23 @@ func (inst *Instance) call(ctx context.Context, host abi.Host, name abi.Callback
 	if inst.err != nil {
 		return 0, inst.err
 	}
-	fn := inst.function(name)
 	inst.lastCall = name
+	if inst.mod.IsClosed() {
+		// wazero would run the guest to completion and only then report
+		// the closed module: its host calls would still act on the request.
+		return 0, inst.fail(name, ErrCanceled, errInstanceClosed)
+	}
+	fn := inst.function(name)
 	copy(inst.stack[:], params)
-	callCtx, cancel := context.WithTimeout(abi.WithCall(ctx, inst.guest, host), inst.plugin.cfg.Limits.Timeout)
+	callCtx, cancel := context.WithTimeout(abi.WithCall(ctx, inst.guest, host), inst.budget)
 	err := fn.CallWithStack(callCtx, inst.stack[:])
+	if err == nil && callCtx.Err() != nil {
+		// The call returned after its budget or its request ended (a host
+		// function such as poll_oneoff returned at the deadline). Whether
+		// wazero closed the module in the meantime is a race; either way
+		// the call failed, and is reported as such.
+		err = callCtx.Err()
+	}
 	cancel()
 	if err != nil {
 		return 0, inst.fail(name, inst.kindOf(ctx, callCtx, err), err)
@@ -227,6 +253,8 @@ func (inst *Instance) kindOf(ctx, callCtx context.Context, err error) error {
 		return ErrCanceled
 	case errors.Is(callCtx.Err(), context.DeadlineExceeded):
 		return ErrTimeout
+	case inst.mod != nil && inst.mod.IsClosed():
+		return ErrCanceled // the host closed the instance (or its plugin) during the call
 	case errors.As(err, &fault):
 		return ErrABIViolation
 	case inst.memoryAtLimit():

@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -26,6 +27,10 @@ const (
 	DefaultMaxBodySize = 10 << 20
 )
 
+// StartTimeoutFactor scales Limits.Timeout into the budget of each start-up
+// step of an instance.
+const StartTimeoutFactor = 10
+
 // Bounds on the modules Load accepts: each would otherwise cost every
 // instance (or the compiler) more than any filter needs.
 const (
@@ -38,8 +43,12 @@ const (
 
 // Limits bound what one instance of a plugin may use.
 type Limits struct {
-	// Timeout bounds each call into the guest: every callback, and each step
-	// of starting an instance. A long stream is fine, a long callback is not.
+	// Timeout bounds each callback into the guest. A long stream is fine, a
+	// long callback is not. Starting an instance (instantiation, the start
+	// function, _initialize, proxy_on_vm_start, proxy_on_configure) gets
+	// StartTimeoutFactor times as much per step: it is mostly host work
+	// that slows down under load, and a start that cannot finish is
+	// rejected when the filter loads.
 	Timeout time.Duration
 	// MemoryLimit caps the guest's linear memory, in bytes (whole 64 KiB
 	// pages; the rest is rounded down).
@@ -217,6 +226,7 @@ func checkExports(m wazero.CompiledModule) (abi.Version, map[abi.Callback]bool, 
 			version = v
 		}
 	}
+	slices.Sort(versions) // map order would make the error differ from load to load
 	switch len(versions) {
 	case 0:
 		return "", nil, errors.New("module exports no Proxy-Wasm ABI version (proxy_abi_version_0_2_1, _0_2_0 or _0_1_0)")
