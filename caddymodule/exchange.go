@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -41,40 +42,97 @@ func (s *stream) ValidResponseHeaders(pairs [][2]string) bool {
 	return validLocalResponseHeaders(pairs)
 }
 
-// propertyVarPrefix namespaces the properties filters set among the
-// request's variables, where later filters and Caddy ({http.vars.*}) find
-// them without colliding with Caddy's own.
-const propertyVarPrefix = "wasm_filter."
-
 const (
 	maxSetProperties   = 64
 	maxSetPropertySize = 64 << 10
 )
 
+// hostAttributes are the roots of the properties the host answers. Filters
+// cannot set properties under them, nor shadow them: a later filter may
+// trust request.path or source.address.
+var hostAttributes = map[string]bool{
+	"request": true, "response": true, "source": true, "destination": true, "connection": true,
+	"upstream": true, "plugin_name": true, "plugin_root_id": true, "plugin_vm_id": true,
+}
+
+func isHostAttribute(path []string) bool { return len(path) > 0 && hostAttributes[path[0]] }
+
 // SetProperty implements filters.Exchange: the property lives for the
 // request, visible to later filters and as the placeholder
-// {http.vars.wasm_filter.<path joined with dots>}.
+// {http.wasm_filter.<path joined with dots>}.
 func (s *stream) SetProperty(path []string, value []byte) abi.Status {
-	vars, _ := s.r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
-	if vars == nil || len(value) > maxSetPropertySize {
+	if s.props == nil || len(value) > maxSetPropertySize || isHostAttribute(path) {
 		return abi.StatusBadArgument
 	}
-	key := propertyVarPrefix + strings.Join(path, ".")
-	if _, exists := vars[key]; !exists && countSetProperties(vars) >= maxSetProperties {
+	if !s.props.set(strings.Join(path, "."), string(value)) {
 		return abi.StatusBadArgument
 	}
-	vars[key] = string(value)
 	return abi.StatusOK
 }
 
-func countSetProperties(vars map[string]any) int {
-	n := 0
-	for k := range vars {
-		if strings.HasPrefix(k, propertyVarPrefix) {
-			n++
-		}
+// propertiesVar is the request variable holding the request's
+// requestProperties, so that every wasm_filter of the request shares them.
+const propertiesVar = "wasm_filter.properties"
+
+// placeholderPrefix names the placeholders of set properties.
+const placeholderPrefix = "http.wasm_filter."
+
+// requestProperties are the properties filters set on one request with
+// proxy_set_property. Filters may set them from the goroutine that reads
+// the request body, so they have their own lock and never live in Caddy's
+// variables map, which only the handler goroutine may touch.
+type requestProperties struct {
+	mu     sync.Mutex
+	values map[string]string
+}
+
+// propertiesOf returns the request's property store, creating it (and its
+// placeholders) for the first filter. It runs on the handler goroutine.
+// Outside a Caddy request (no variables, no replacer) it returns nil.
+func propertiesOf(r *http.Request) *requestProperties {
+	vars, ok := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	if !ok {
+		return nil
 	}
-	return n
+	if props, ok := vars[propertiesVar].(*requestProperties); ok {
+		return props
+	}
+	props := &requestProperties{values: map[string]string{}}
+	vars[propertiesVar] = props
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Map(func(key string) (any, bool) {
+			name, ok := strings.CutPrefix(key, placeholderPrefix)
+			if !ok {
+				return nil, false
+			}
+			return props.get(name)
+		})
+	}
+	return props
+}
+
+func (p *requestProperties) get(name string) (string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v, ok := p.values[name]
+	return v, ok
+}
+
+// set stores a property unless that would make more than maxSetProperties.
+func (p *requestProperties) set(name, value string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, exists := p.values[name]; !exists && len(p.values) >= maxSetProperties {
+		return false
+	}
+	p.values[name] = value
+	return true
+}
+
+func (p *requestProperties) len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.values)
 }
 
 // Property implements filters.Exchange with Envoy's attribute names:
@@ -84,8 +142,8 @@ func countSetProperties(vars map[string]any) int {
 // Proxy-Wasm map serialization.
 func (s *stream) Property(path []string) ([]byte, bool) {
 	r := s.r
-	if vars, ok := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any); ok {
-		if v, ok := vars[propertyVarPrefix+strings.Join(path, ".")].(string); ok {
+	if s.props != nil && !isHostAttribute(path) {
+		if v, ok := s.props.get(strings.Join(path, ".")); ok {
 			return []byte(v), true
 		}
 	}
@@ -236,13 +294,28 @@ func (s *stream) GuestLog(level abi.LogLevel, msg []byte) {
 }
 
 // GuestOutput implements filters.LogSink: stdout logs at info, stderr at
-// error, as the specification says.
+// error, as the specification says, a line at a time (runtimes write lines
+// in fragments: Go prints a panic a word at a time).
 func (s *stream) GuestOutput(fd uint32, p []byte) {
+	out := &s.stdout
+	if fd == 2 {
+		out = &s.stderr
+	}
+	out.write(p, func(line []byte) { s.logOutput(fd, line) })
+}
+
+// flushOutput logs what the guest wrote after its last newline.
+func (s *stream) flushOutput() {
+	s.stdout.flush(func(line []byte) { s.logOutput(1, line) })
+	s.stderr.flush(func(line []byte) { s.logOutput(2, line) })
+}
+
+func (s *stream) logOutput(fd uint32, line []byte) {
 	level, source := abi.LogInfo, "stdout"
 	if fd == 2 {
 		level, source = abi.LogError, "stderr"
 	}
-	s.h.guestLogs.log(s.logger, level, p, source)
+	s.h.guestLogs.log(s.logger, level, line, source)
 }
 
 // LogLevel implements filters.LogSink.

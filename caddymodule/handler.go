@@ -68,10 +68,17 @@ type stream struct {
 	rw   *responseWriter // wraps w for the next handler
 
 	origRequest *requestSnapshot // for fail_open, taken before the filter runs
-	inNext      bool             // the next handler is running
-	started     time.Time
-	logOnce     sync.Once
-	requestLog  *zap.Logger // built on first use
+	// The header map as it was before the next handler wrote into it: a
+	// response that replaces the next handler's (a local response, or an
+	// error for Caddy to answer) starts from it, so no upstream header
+	// (Content-Length, Set-Cookie, ...) leaks into it.
+	headerBeforeNext http.Header
+	stdout, stderr   lineBuffer         // guest output not yet logged
+	inNext           bool               // the next handler is running
+	props            *requestProperties // set by the request's filters; nil outside Caddy
+	started          time.Time
+	logOnce          sync.Once
+	requestLog       *zap.Logger // built on first use
 
 	// Shared with the goroutine that may read the request body.
 	mu            sync.Mutex
@@ -120,7 +127,7 @@ func (s *stream) mustAbortNow() bool {
 }
 
 func newStream(h *Handler, w http.ResponseWriter, r *http.Request) *stream {
-	s := &stream{h: h, w: w, r: r, started: time.Now()}
+	s := &stream{h: h, w: w, r: r, started: time.Now(), props: propertiesOf(r)}
 	s.rw = &responseWriter{w: w, s: s}
 	return s
 }
@@ -151,6 +158,7 @@ func (s *stream) finish() {
 		s.logFailureOnce(err, "ignored: the response is complete")
 	}
 	s.inst.Close(ctx)
+	s.flushOutput()
 }
 
 // serve runs the request phase, then the next handler with the response
@@ -188,6 +196,7 @@ func (s *stream) serve(next caddyhttp.Handler) error {
 		r.Body = &requestBody{s: s, src: r.Body}
 	}
 	s.hc.RequestForwarded()
+	s.headerBeforeNext = s.w.Header().Clone()
 	s.inNext = true
 	nextErr := next.ServeHTTP(s.rw, r)
 	s.inNext = false
@@ -204,6 +213,13 @@ func (s *stream) holdRequest() (filters.Outcome, error) {
 	ctx := r.Context()
 	buf := make([]byte, 32<<10)
 	var original []byte // for fail_open: the body as the client sent it
+	failed := func(err error) (filters.Outcome, error) {
+		// fail_open forwards the body the filter consumed, then the rest.
+		if s.origRequest != nil {
+			s.origRequest.body = io.MultiReader(bytes.NewReader(original), r.Body)
+		}
+		return 0, err
+	}
 	for {
 		n, readErr := r.Body.Read(buf)
 		endOfStream := readErr == io.EOF
@@ -218,19 +234,16 @@ func (s *stream) holdRequest() (filters.Outcome, error) {
 		}
 		out, err := s.hc.RequestBody(ctx, buf[:n], endOfStream)
 		if err != nil {
-			if s.origRequest != nil {
-				s.origRequest.body = io.MultiReader(bytes.NewReader(original), r.Body)
-			}
-			return 0, err
+			return failed(err)
 		}
 		if endOfStream {
 			if out, err = s.requestTrailers(out); err != nil {
-				return 0, err
+				return failed(err)
 			}
 		}
 		switch {
 		case out == filters.Pause && endOfStream:
-			return 0, s.violation(errPausedAtEnd)
+			return failed(s.violation(errPausedAtEnd))
 		case out == filters.Pause:
 			continue
 		case out != filters.Continue:
@@ -291,7 +304,11 @@ func (s *stream) failBeforeForwarding(next caddyhttp.Handler, err error) error {
 		if s.origRequest != nil {
 			s.origRequest.restore(s.r)
 		}
-		return next.ServeHTTP(s.w, s.r)
+		// A panic from here on is the next handler's, not ours.
+		s.inNext = true
+		err = next.ServeHTTP(s.w, s.r)
+		s.inNext = false
+		return err
 	}
 	s.logFailure(err, "fail_closed: answering 500")
 	return caddyhttp.Error(http.StatusInternalServerError, err)
@@ -321,8 +338,7 @@ func (s *stream) hostPanicked(p any) error {
 // anything the next handler put in the header map.
 func (s *stream) writeLocalResponse(w http.ResponseWriter) error {
 	lr := s.hc.LocalResponse()
-	header := w.Header()
-	clear(header)
+	header := s.resetHeader()
 	for _, p := range lr.Headers {
 		if p[0] != ":status" {
 			header.Add(canonical(p[0]), p[1])
@@ -340,6 +356,19 @@ func (s *stream) writeLocalResponse(w http.ResponseWriter) error {
 		_, _ = w.Write(lr.Body)
 	}
 	return nil
+}
+
+// resetHeader puts the response header map back as it was before the next
+// handler ran, and returns it.
+func (s *stream) resetHeader() http.Header {
+	header := s.w.Header()
+	if s.headerBeforeNext != nil {
+		clear(header)
+		for k, v := range s.headerBeforeNext {
+			header[k] = v
+		}
+	}
+	return header
 }
 
 // countPairs is the num_headers argument of a headers callback.

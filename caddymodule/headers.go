@@ -80,10 +80,14 @@ func (m httpHeaderMap) appendPairs(pairs [][2]string, skip func(key string) bool
 }
 
 // fits reports whether the map stays within the size limits after adding
-// one pair of addBytes bytes (0 for a replacement that may shrink it).
-func (m httpHeaderMap) fits(addPairs, addBytes int) bool {
+// addPairs pairs of addBytes bytes in all, with the values of the key
+// replacing (if not empty) dropped.
+func (m httpHeaderMap) fits(addPairs, addBytes int, replacing string) bool {
 	pairs, size := addPairs, 4+addBytes
 	for k, vs := range m.h {
+		if k == replacing {
+			continue
+		}
 		pairs += len(vs)
 		for _, v := range vs {
 			size += 8 + len(k) + len(v) + 2
@@ -100,7 +104,7 @@ func pairsFit(pairs [][2]string) bool {
 // add appends a regular field. A second content-length is refused.
 func (m httpHeaderMap) add(name, value string) abi.Status {
 	name = strings.ToLower(name)
-	if !validField(name, value) || !m.fits(1, len(name)+len(value)+10) {
+	if !validField(name, value) || !m.fits(1, len(name)+len(value)+10, "") {
 		return abi.StatusBadArgument
 	}
 	if name == "content-length" && len(m.h["Content-Length"]) > 0 {
@@ -113,7 +117,7 @@ func (m httpHeaderMap) add(name, value string) abi.Status {
 // replace sets a regular field to one value.
 func (m httpHeaderMap) replace(name, value string) abi.Status {
 	name = strings.ToLower(name)
-	if !validField(name, value) || !m.fits(1, len(name)+len(value)+10) {
+	if !validField(name, value) || !m.fits(1, len(name)+len(value)+10, canonical(name)) {
 		return abi.StatusBadArgument
 	}
 	m.h[canonical(name)] = []string{value}
@@ -211,7 +215,8 @@ func (m requestHeaders) validPseudo(name, value string) bool {
 			return m.r.Method == http.MethodOptions
 		}
 		u, err := url.ParseRequestURI(value)
-		return err == nil && strings.HasPrefix(value, "/") && u.Host == "" && httpguts.ValidHeaderFieldValue(value)
+		return err == nil && strings.HasPrefix(value, "/") && u.Host == "" &&
+			strings.IndexFunc(value, func(c rune) bool { return c <= ' ' || c == 0x7f }) < 0
 	case ":authority", "host":
 		return value != "" && httpguts.ValidHostHeader(value)
 	case ":scheme":
@@ -253,6 +258,13 @@ func (m requestHeaders) syncContentLength() {
 func (m requestHeaders) SetPairs(pairs [][2]string) abi.Status {
 	if !checkPairs(pairs, m.validPseudo) {
 		return abi.StatusBadArgument
+	}
+	for _, p := range pairs {
+		// host is :authority's alias and gets its rules, which checkPairs
+		// (regular-field rules) does not apply.
+		if strings.EqualFold(p[0], "host") && !m.validPseudo("host", p[1]) {
+			return abi.StatusBadArgument
+		}
 	}
 	var host string
 	for _, p := range pairs {
@@ -355,7 +367,7 @@ func (m responseHeaders) SetPairs(pairs [][2]string) abi.Status {
 		return abi.StatusBadArgument
 	}
 	for _, p := range pairs {
-		if p[0] == ":status" {
+		if strings.ToLower(p[0]) == ":status" { // checkPairs matched it case-insensitively
 			m.rw.status, _ = strconv.Atoi(p[1])
 		}
 	}
@@ -399,7 +411,29 @@ type trailerMap struct {
 	prefix string // http.TrailerPrefix for response trailers set in the header map
 }
 
-func noPseudo(string, string) bool { return false }
+// validTrailer checks a trailer field: a valid field that is not one of the
+// fields a trailer must not carry (RFC 9110, section 6.5.1): framing,
+// routing, and the trailer declaration itself.
+func validTrailer(name, value string) bool {
+	switch name {
+	case "content-length", "host", "trailer", "te", "content-encoding", "content-type", "content-range":
+		return false
+	}
+	return validField(name, value)
+}
+
+// checkTrailerPairs validates a whole replacement trailer map.
+func checkTrailerPairs(pairs [][2]string) bool {
+	if !pairsFit(pairs) {
+		return false
+	}
+	for _, p := range pairs {
+		if !validTrailer(strings.ToLower(p[0]), p[1]) {
+			return false
+		}
+	}
+	return true
+}
 
 // Get implements abi.HeaderMap.
 func (m trailerMap) Get(name string) (string, bool) {
@@ -423,7 +457,7 @@ func (m trailerMap) Pairs() [][2]string {
 
 // SetPairs implements abi.HeaderMap.
 func (m trailerMap) SetPairs(pairs [][2]string) abi.Status {
-	if !checkPairs(pairs, noPseudo) {
+	if !checkTrailerPairs(pairs) {
 		return abi.StatusBadArgument
 	}
 	for k := range m.h {
@@ -439,7 +473,7 @@ func (m trailerMap) SetPairs(pairs [][2]string) abi.Status {
 
 // Add implements abi.HeaderMap.
 func (m trailerMap) Add(name, value string) abi.Status {
-	if !validField(strings.ToLower(name), value) || !(httpHeaderMap{m.h}).fits(1, len(name)+len(value)+10) {
+	if !validTrailer(strings.ToLower(name), value) || !(httpHeaderMap{m.h}).fits(1, len(name)+len(value)+10, "") {
 		return abi.StatusBadArgument
 	}
 	m.h.Add(m.prefix+canonical(name), value)
@@ -448,7 +482,8 @@ func (m trailerMap) Add(name, value string) abi.Status {
 
 // Replace implements abi.HeaderMap.
 func (m trailerMap) Replace(name, value string) abi.Status {
-	if !validField(strings.ToLower(name), value) || !(httpHeaderMap{m.h}).fits(1, len(name)+len(value)+10) {
+	key := m.prefix + canonical(name)
+	if !validTrailer(strings.ToLower(name), value) || !(httpHeaderMap{m.h}).fits(1, len(name)+len(value)+10, key) {
 		return abi.StatusBadArgument
 	}
 	m.h[m.prefix+canonical(name)] = []string{value}

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -139,3 +140,35 @@ func (l *loadLog) GuestOutput(fd uint32, p []byte) {
 }
 
 func (l *loadLog) LogLevel() abi.LogLevel { return guestLogLevel(l.logger) }
+
+// lineBuffer collects a guest's output stream into lines, bounded by
+// maxGuestLogBytes: a longer line is logged in pieces.
+type lineBuffer struct{ pending []byte }
+
+func (b *lineBuffer) write(p []byte, emit func(line []byte)) {
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			room := maxGuestLogBytes - len(b.pending)
+			b.pending = append(b.pending, p[:min(len(p), room)]...)
+			if len(b.pending) >= maxGuestLogBytes {
+				b.flush(emit)
+			}
+			if len(p) <= room {
+				return
+			}
+			p = p[room:]
+			continue
+		}
+		b.pending = append(b.pending, p[:i]...)
+		b.flush(emit)
+		p = p[i+1:]
+	}
+}
+
+func (b *lineBuffer) flush(emit func(line []byte)) {
+	if len(b.pending) > 0 {
+		emit(b.pending)
+		b.pending = b.pending[:0]
+	}
+}

@@ -59,9 +59,9 @@ type Handler struct {
 	// pick a root context when one module holds several.
 	RootID string `json:"root_id,omitempty"`
 
-	// Time budget of each call into the filter (each callback, and each
-	// start-up step). A filter that runs longer is stopped and the failure
-	// policy applies. Default: 500ms.
+	// Time budget of each callback into the filter. A filter that runs
+	// longer is stopped and the failure policy applies. Each step of
+	// starting an instance gets ten times as much. Default: 500ms.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
 	// Cap on the linear memory of each instance, in bytes. Default: 64 MiB.

@@ -228,7 +228,7 @@ func (rw *responseWriter) interrupt(err error) error {
 	isFailure := err != errLocalResponse && err != errReset //nolint:errorlint // sentinels
 	if isFailure && s.h.failOpen() && !rw.sent && rw.origHeader != nil {
 		s.setFailure(err)
-		s.logFailure(err, "fail_open: sending the response without the filter")
+		s.logFailureOnce(err, "fail_open: sending the response without the filter") // a request body failure logged it already
 		rw.bypassFilter()
 		return nil
 	}
@@ -242,7 +242,7 @@ func (rw *responseWriter) interrupt(err error) error {
 // bypassFilter sends the response as the next handler wrote it and lets the
 // rest through untouched.
 func (rw *responseWriter) bypassFilter() {
-	header := rw.w.Header()
+	header := rw.s.resetHeader()
 	clear(header)
 	for k, v := range rw.origHeader {
 		header[k] = v
@@ -346,7 +346,9 @@ func (rw *responseWriter) settle() error {
 	case err == errReset: //nolint:errorlint // sentinel
 		s.setMustAbort()
 		return nil
-	case errors.Is(err, errRequestTooLarge):
+	}
+	s.resetHeader() // Caddy answers the error; nothing of the failed response may go with it
+	if errors.Is(err, errRequestTooLarge) {
 		return caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
 	}
 	s.logFailureOnce(err, "fail_closed: answering 500")
