@@ -1,0 +1,64 @@
+# Sluice: Proxy-Wasm filters for Caddy, each request in a fresh isolate.
+#
+#   make demo    build Caddy and the example filter, serve them on localhost
+#   make test    install what the tests need, then run every test
+#   make bench   Go benchmarks of the isolate lifecycle
+#
+# Debian packages the tests use to build filters from source: WebAssembly
+# text (wabt), C (clang, lld, wasi-libc, compiler-rt for wasm32).
+DEBIAN_PACKAGES := wabt clang lld wasi-libc libclang-rt-14-dev-wasm32
+GO ?= go
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all build demo deps test test-unit test-e2e test-examples xcaddy test-xcaddy bench clean
+
+all: build
+
+## build: Caddy with the standard modules and wasm_filter, in bin/caddy
+build:
+	$(GO) build -o bin/caddy ./cmd/caddy
+
+## demo: serve the header_rewrite example in front of a demo upstream
+demo: build build/header_rewrite.wasm
+	@echo "serving on http://localhost:8080 (try: curl -i http://localhost:8080/); Ctrl-C stops"
+	./bin/caddy run --config caddyfiles/demo.Caddyfile --adapter caddyfile
+
+build/header_rewrite.wasm: $(wildcard examples/header_rewrite/*.go) examples/go.mod
+	mkdir -p build
+	cd examples && GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o ../$@ ./header_rewrite
+
+## deps: install the Debian packages the tests need (only the missing ones)
+deps:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing $$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+## test: every test: unit (with -race), end to end through a real Caddy, examples
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./abi/... ./filters/... ./caddymodule/... ./tests/guestbuild/...
+	$(GO) test -count=1 ./tests/
+	cd examples && $(GO) vet ./... && $(GO) test -count=1 ./...
+
+## xcaddy: build Caddy the way operators do, with xcaddy, into build/xcaddy-caddy
+xcaddy:
+	mkdir -p build
+	cd tools/xcaddy && $(GO) build -o ../../build/xcaddy github.com/caddyserver/xcaddy/cmd/xcaddy
+	# The explicit zero version keeps go from asking the module proxy for a
+	# module that is only on this disk (the proxy refuses unknown paths).
+	./build/xcaddy build v2.11.9 \
+		--with github.com/sluice-edge/sluice@v0.0.0-00010101000000-000000000000=$(CURDIR) \
+		--output build/xcaddy-caddy
+
+## test-xcaddy: run the end-to-end suite against the xcaddy build
+test-xcaddy: deps xcaddy
+	SLUICE_CADDY=$(CURDIR)/build/xcaddy-caddy $(GO) test -count=1 ./tests/
+
+## bench: Go benchmarks of a fresh isolate's whole lifecycle, per filter kind
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchtime 2000x ./filters/
+
+clean:
+	rm -rf bin build
