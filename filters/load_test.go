@@ -535,37 +535,131 @@ func TestInstanceStartUpOrder(t *testing.T) {
 }
 
 // H35, deep nesting: a function of 100,000 nested blocks (a 300 KB module)
-// should be refused quickly. It is not: wazero's compiler is superlinear in
-// the nesting (measured: 10k blocks 0.5 s and 29 MiB; 100k blocks 3.4 min
-// and 308 MiB), and nothing bounds it before compilation. Set
-// SLUICE_KNOWN_ISSUES=1 to run it.
+// would take wazero minutes to compile, and compilation cannot be stopped
+// (measured: 10k blocks 0.5 s and 29 MiB; 100k blocks 3.4 min and 308
+// MiB). checkShape refuses it before the compiler starts, quickly and in
+// bounded memory, and so too the small modules whose declarations make
+// wazero allocate gigabytes: billions of locals, or of entries it allocates
+// for on reading their count (a fatal out-of-memory error, not a panic).
 func TestLoadRejectsDeeplyNestedCodeQuickly(t *testing.T) {
-	if os.Getenv("SLUICE_KNOWN_ISSUES") == "" {
-		t.Skip("known issue: Load compiles deeply nested code for minutes; SLUICE_KNOWN_ISSUES=1 runs it")
+	// module has one function of type () -> () per body.
+	module := func(bodies ...[]byte) []byte {
+		code := uleb(uint64(len(bodies)))
+		for _, b := range bodies {
+			code = append(append(code, uleb(uint64(len(b)))...), b...)
+		}
+		return wasmModule(section(1, []byte{1, 0x60, 0, 0}),
+			section(3, vec(len(bodies), []byte{0})), section(10, code))
 	}
-	const depth = 100_000
-	body := append([]byte{0}, bytes.Repeat([]byte{0x02, 0x40}, depth)...) // no locals; block (empty type)...
-	body = append(body, bytes.Repeat([]byte{0x0b}, depth+1)...)           // ...end, and the function's end
-	code := append(uleb(1), append(uleb(uint64(len(body))), body...)...)
-	module := wasmModule(section(1, []byte{1, 0x60, 0, 0}), section(3, []byte{1, 0}), section(10, code))
-	done := make(chan error, 1)
-	start := time.Now()
-	go func() {
-		p, err := Load(context.Background(), config(module, func(c *Config) { c.CompilationCache = nil }))
-		if err == nil {
-			_ = p.Close(context.Background())
+	// nested opens depth levels with open (the block type included) and
+	// closes them, after no locals.
+	nested := func(depth int, open ...byte) []byte {
+		body := append([]byte{0}, bytes.Repeat(open, depth)...)
+		return append(body, bytes.Repeat([]byte{0x0b}, depth+1)...) // and the function's end
+	}
+	locals := func(n uint64) []byte { return append(append([]byte{1}, uleb(n)...), 0x7f, 0x0b) } // n i32s; end
+	fifty := make([][]byte, 100)
+	for i := range fifty {
+		fifty[i] = locals(maxFunctionLocals)
+	}
+	for _, tc := range []struct {
+		name   string
+		module []byte
+		want   []string
+	}{
+		{"100,000 nested blocks", module(nested(100_000, 0x02, 0x40)),
+			[]string{"function 0 nests blocks 100000 deep", fmt.Sprint(maxNesting)}},
+		{"nested loops just over the limit, after a flat function", module(nested(0), nested(maxNesting+1, 0x03, 0x40)),
+			[]string{fmt.Sprintf("function 1 nests blocks %d deep", maxNesting+1)}},
+		{"nested ifs", module(nested(20_000, 0x41, 0x00, 0x04, 0x40)), []string{"nests blocks 20000 deep"}},
+		{"four billion locals", module(locals(1<<32 - 1)),
+			[]string{"function 0 declares 4294967295 locals", fmt.Sprint(maxFunctionLocals)}},
+		{"a function over maxFunctionLocals", module(locals(maxFunctionLocals + 1)), []string{"declares 50001 locals"}},
+		{"many functions at maxFunctionLocals", module(fifty...),
+			[]string{"declare 5000000 locals in all", fmt.Sprint(maxLocals)}},
+		{"a function over maxFunctionSize", module(append(append([]byte{0}, make([]byte, maxFunctionSize)...), 0x0b)),
+			[]string{fmt.Sprintf("function 0 is %d bytes", maxFunctionSize+2)}},
+		{"four billion data segments in 14 bytes", wasmModule(section(11, []byte{0xff, 0xff, 0xff, 0xff, 0x0f})),
+			[]string{"not a WebAssembly module", "4294967295 entries cannot fit in 0 bytes"}},
+		{"four billion function names", wasmModule(section(0, []byte{4, 'n', 'a', 'm', 'e', 1, 5, 0xff, 0xff, 0xff, 0xff, 0x0f})),
+			[]string{"not a WebAssembly module", "4294967295 entries cannot fit in 0 bytes"}},
+		{"too many function types", wasmModule(section(1, vec(maxTypes+1, []byte{0x60, 0, 0}))),
+			[]string{fmt.Sprintf("declares %d function types, limit %d", maxTypes+1, maxTypes)}},
+		{"too many entries", wasmModule(section(9, append([]byte{1, 1, 0}, vec(maxEntries, []byte{0})...))), // a passive segment of function 0s
+			[]string{fmt.Sprintf("have %d entries in all, limit %d", maxEntries+1, maxEntries)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			done := make(chan error, 1)
+			start := time.Now()
+			go func() {
+				p, err := Load(context.Background(), config(tc.module, func(c *Config) { c.CompilationCache = nil }))
+				if err == nil {
+					_ = p.Close(context.Background())
+				}
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				elapsed := time.Since(start)
+				runtime.ReadMemStats(&after)
+				wantErrorContaining(t, err, tc.want...)
+				if elapsed > time.Second {
+					t.Errorf("rejecting took %v", elapsed)
+				}
+				if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 1<<20 {
+					t.Errorf("rejecting a %d-byte module allocated %d bytes", len(tc.module), alloc)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("Load still compiling after 30s") // the goroutine keeps compiling until the binary exits
+			}
+		})
+	}
+}
+
+// The real guests, built by their toolchains, stay well within the limits
+// on code, and load.
+func TestLoadAcceptsRealGuests(t *testing.T) {
+	read := func(path string) []byte {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
 		}
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Error("Load accepted a module without exports")
-		}
-		if elapsed := time.Since(start); elapsed > 5*time.Second {
-			t.Errorf("Load took %v", elapsed)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Load still compiling after 30s") // the goroutine keeps compiling until the binary exits
+		return b
+	}
+	type guest struct {
+		name   string
+		module []byte
+		loads  bool // starts as a filter; the other WAT guests are for tests of failures
+	}
+	guests := []guest{
+		{"stock Go SDK headers", goHeadersModule(t), true},
+		{"clang wasi-libc add_header", read(guestbuild.C(t, "add_header")), true},
+		{"wat add_header", addHeaderModule(t), true},
+	}
+	for _, name := range []string{"configure_loop", "memory_hog", "no_abi_version", "oob", "unknown_import"} {
+		guests = append(guests, guest{"wat " + name, read(guestbuild.WAT(t, name)), false})
+	}
+	for _, g := range guests {
+		t.Run(g.name, func(t *testing.T) {
+			s, err := wasmbin.Summarize(g.module)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%d bytes, %d functions: nesting %d, largest function %d bytes, locals %d per function, %d in all, %d entries, %d types",
+				len(g.module), s.Functions, s.MaxNesting, s.MaxBodySize, s.MaxLocals, s.Locals, s.Entries, s.Types)
+			if s.MaxNesting > maxNesting/4 || s.MaxBodySize > maxFunctionSize/4 || s.MaxLocals > maxFunctionLocals/4 ||
+				s.Locals > maxLocals/4 || s.Entries > maxEntries/4 || s.Types > maxTypes/4 {
+				t.Errorf("within 4x of a limit: %+v", *s)
+			}
+			if err := checkShape(g.module, testLimits); err != nil {
+				t.Fatal(err)
+			}
+			if g.loads {
+				mustLoad(t, g.module)
+			}
+		})
 	}
 }

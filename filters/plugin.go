@@ -39,6 +39,25 @@ const (
 	maxGlobals    = 1 << 16
 	maxTableSize  = 1 << 17
 	wasmPageSize  = 64 << 10
+
+	// wazero compiles deeply nested code in time superlinear in the depth
+	// (4,096 levels: 0.1-0.5 s; 100,000: minutes), and compilation cannot
+	// be stopped. Stock Go nests a block per call site of a function: the
+	// SDK guest reaches 549, clang's output a few dozen.
+	maxNesting = 4096
+	// Compiling a function takes about 50 bytes of memory per byte of body.
+	maxFunctionSize = 2 << 20
+	// wazero allocates for every declared local (about 25 bytes each)
+	// before it validates anything, and a five-byte declaration can claim
+	// four billion. 50,000 per function is the browsers' limit.
+	maxFunctionLocals = 50_000
+	maxLocals         = 1 << 22
+	// wazero's decoder allocates a structure for each entry of a section
+	// (function types cost it 500 bytes each, imports 200, the others less)
+	// as soon as it reads their count; Summarize checks the counts fit in
+	// the module. The stock-Go guest has 36,000 entries and 16 types.
+	maxEntries = 1 << 20
+	maxTypes   = 1 << 16
 )
 
 // Limits bound what one instance of a plugin may use.
@@ -165,6 +184,18 @@ func checkShape(module []byte, limits Limits) error {
 		return fmt.Errorf("module tables need %d elements, limit %d", s.TableMin, maxTableSize)
 	case s.DataBytes > limits.MemoryLimit:
 		return fmt.Errorf("module data segments are %d bytes, more than memory_limit %d", s.DataBytes, limits.MemoryLimit)
+	case s.MaxNesting > maxNesting:
+		return fmt.Errorf("module function %d nests blocks %d deep, limit %d", s.MaxNestingFunc, s.MaxNesting, maxNesting)
+	case s.MaxBodySize > maxFunctionSize:
+		return fmt.Errorf("module function %d is %d bytes, limit %d", s.MaxBodyFunc, s.MaxBodySize, maxFunctionSize)
+	case s.MaxLocals > maxFunctionLocals:
+		return fmt.Errorf("module function %d declares %d locals, limit %d", s.MaxLocalsFunc, s.MaxLocals, maxFunctionLocals)
+	case s.Locals > maxLocals:
+		return fmt.Errorf("module functions declare %d locals in all, limit %d", s.Locals, maxLocals)
+	case s.Types > maxTypes:
+		return fmt.Errorf("module declares %d function types, limit %d", s.Types, maxTypes)
+	case s.Entries > maxEntries:
+		return fmt.Errorf("module sections have %d entries in all, limit %d", s.Entries, maxEntries)
 	}
 	return nil
 }

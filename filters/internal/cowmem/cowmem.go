@@ -1,0 +1,122 @@
+// Package cowmem gives WebAssembly instances linear memories that start as
+// a shared image and are copied only where written: each memory maps the
+// image privately (copy-on-write), so a fresh instance costs a mapping, not a
+// copy, and holds only the pages it touches. Released memories are reset to
+// the image (their private pages dropped) and kept for the next instance.
+//
+// On Linux the image is a sealed memfd mapped MAP_PRIVATE; elsewhere a
+// memory is a plain copy of the image.
+package cowmem
+
+import (
+	"errors"
+	"sync"
+)
+
+// ErrTooLarge is returned for an image larger than the reservation.
+var ErrTooLarge = errors.New("cowmem: image larger than the memory reservation")
+
+// Pool hands out memories that start as its image, each with room to grow to
+// reserve bytes. It keeps up to keep released memories for reuse. It is safe
+// for concurrent use.
+type Pool struct {
+	image   *image
+	reserve uint64
+	keep    int
+
+	mu     sync.Mutex
+	free   []*Memory
+	closed bool
+}
+
+// NewPool makes a pool of memories starting as a copy of contents (padded
+// with zeros to a whole number of pages), able to grow to reserve bytes.
+func NewPool(contents []byte, reserve uint64, keep int) (*Pool, error) {
+	if uint64(len(contents)) > reserve {
+		return nil, ErrTooLarge
+	}
+	img, err := newImage(contents)
+	if err != nil {
+		return nil, err
+	}
+	return &Pool{image: img, reserve: reserve, keep: keep}, nil
+}
+
+// Get returns a memory holding the image, from the pool or new.
+func (p *Pool) Get() (*Memory, error) {
+	p.mu.Lock()
+	if n := len(p.free); n > 0 {
+		m := p.free[n-1]
+		p.free = p.free[:n-1]
+		p.mu.Unlock()
+		return m, nil
+	}
+	p.mu.Unlock()
+	return p.image.mapMemory(p.reserve)
+}
+
+// Put resets a memory to the image and keeps it for reuse, or releases it
+// when the pool is full or closed. The memory must no longer be in use: no
+// guest code may run on it.
+func (p *Pool) Put(m *Memory) {
+	if m == nil {
+		return
+	}
+	if err := m.reset(); err != nil {
+		m.release()
+		return
+	}
+	p.mu.Lock()
+	if !p.closed && len(p.free) < p.keep {
+		p.free = append(p.free, m)
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	m.release()
+}
+
+// Close releases the pooled memories and the image. Memories still in use
+// stay valid until Put, which then releases them.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	free := p.free
+	p.free, p.closed = nil, true
+	p.mu.Unlock()
+	for _, m := range free {
+		m.release()
+	}
+	p.image.close()
+}
+
+// Size is the image's size in bytes, a multiple of the page size.
+func (p *Pool) Size() uint64 { return p.image.size }
+
+// Memory is one linear memory: it implements wazero's
+// experimental.LinearMemory. Its lifetime is its owner's, not wazero's: Free
+// does nothing, because wazero may call it from another goroutine while the
+// guest still runs; the owner hands it back with Pool.Put once the guest is
+// done.
+type Memory struct {
+	buf  []byte // the whole reservation
+	size uint64 // bytes handed to wazero
+	high uint64 // the most ever handed out since the last reset
+	osMemory
+}
+
+// Reallocate implements experimental.LinearMemory: growth within the
+// reservation keeps the address, so it never copies.
+func (m *Memory) Reallocate(size uint64) []byte {
+	if size > uint64(len(m.buf)) {
+		return nil
+	}
+	m.size = size
+	m.high = max(m.high, size)
+	return m.buf[:size:size]
+}
+
+// Free implements experimental.LinearMemory; see Memory.
+func (m *Memory) Free() {}
+
+// Bytes is the memory as wazero sees it.
+func (m *Memory) Bytes() []byte { return m.buf[:m.size] }

@@ -1,0 +1,124 @@
+package cowmem
+
+import (
+	"bytes"
+	"sync"
+	"testing"
+	"unsafe"
+)
+
+func testImage(t *testing.T, size int) []byte {
+	t.Helper()
+	b := make([]byte, size)
+	for i := range b {
+		b[i] = byte(i*7 + 1)
+	}
+	return b
+}
+
+// Every memory starts as the image; writes stay private to their memory.
+func TestMemoriesStartAsTheImageAndWritesStayPrivate(t *testing.T) {
+	contents := testImage(t, 3*65536+100)
+	p, err := NewPool(contents, 1<<20, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if p.Size() != 4*65536 && p.Size() < uint64(len(contents)) {
+		t.Fatalf("size %d", p.Size())
+	}
+	a, _ := p.Get()
+	b, _ := p.Get()
+	bufA := a.Reallocate(4 * 65536)
+	bufB := b.Reallocate(4 * 65536)
+	if !bytes.Equal(bufA[:len(contents)], contents) || !bytes.Equal(bufB[:len(contents)], contents) {
+		t.Fatal("a memory does not start as the image")
+	}
+	if !bytes.Equal(bufA[len(contents):], make([]byte, len(bufA)-len(contents))) {
+		t.Fatal("the padding past the image is not zero")
+	}
+	bufA[0], bufA[65536*2] = 0xAA, 0xBB
+	if bufB[0] != contents[0] || bufB[65536*2] != contents[65536*2] {
+		t.Fatal("a write to one memory shows in another")
+	}
+	p.Put(a)
+	p.Put(b)
+	c, _ := p.Get()
+	if got := c.Reallocate(4 * 65536); !bytes.Equal(got[:len(contents)], contents) {
+		t.Fatal("a reused memory does not start as the image")
+	}
+	p.Put(c)
+}
+
+// Growth past the image reads zeros, keeps the address, and stops at the
+// reservation; a reset memory's grown part is zero again.
+func TestGrowthKeepsTheAddressAndResetZeroes(t *testing.T) {
+	p, err := NewPool(testImage(t, 65536), 8*65536, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	m, _ := p.Get()
+	small := m.Reallocate(65536)
+	big := m.Reallocate(8 * 65536)
+	if unsafe.SliceData(small) != unsafe.SliceData(big) {
+		t.Fatal("growing moved the memory")
+	}
+	big[7*65536] = 9
+	if m.Reallocate(8*65536+1) != nil {
+		t.Fatal("grew past the reservation")
+	}
+	p.Put(m)
+	m, _ = p.Get()
+	if got := m.Reallocate(8 * 65536); got[7*65536] != 0 {
+		t.Fatal("the grown part kept a write across a reset")
+	}
+	p.Put(m)
+}
+
+func TestImageLargerThanReservationIsRefused(t *testing.T) {
+	if _, err := NewPool(make([]byte, 100), 99, 1); err != ErrTooLarge {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// Memories in use when the pool closes stay valid until they are put back.
+func TestCloseWithMemoriesInUse(t *testing.T) {
+	contents := testImage(t, 65536)
+	p, _ := NewPool(contents, 65536, 2)
+	m, _ := p.Get()
+	spare, _ := p.Get()
+	p.Put(spare)
+	p.Close()
+	if buf := m.Reallocate(65536); !bytes.Equal(buf, contents) {
+		t.Fatal("a memory in use lost its contents when the pool closed")
+	}
+	p.Put(m) // released, not pooled
+}
+
+// Many goroutines getting, writing and putting memories never see each
+// other's writes.
+func TestConcurrentMemoriesStayIsolated(t *testing.T) {
+	contents := testImage(t, 2*65536)
+	p, _ := NewPool(contents, 4*65536, 8)
+	defer p.Close()
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Go(func() {
+			for range 50 {
+				m, err := p.Get()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				buf := m.Reallocate(4 * 65536)
+				if !bytes.Equal(buf[:len(contents)], contents) || buf[3*65536] != 0 {
+					t.Error("memory did not start fresh")
+				}
+				buf[100], buf[3*65536] = byte(g), byte(g)
+				p.Put(m)
+			}
+		})
+	}
+	wg.Wait()
+}
