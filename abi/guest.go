@@ -19,8 +19,9 @@ var (
 // allocator, through which the host hands data to the guest. It is not safe
 // for concurrent use; the runtime serializes calls into an instance.
 type Guest struct {
+	mod      api.Module
 	mem      api.Memory
-	allocate api.Function
+	allocate api.Function // looked up when first needed
 	stack    [1]uint64
 
 	// allocating is set while the guest allocator runs: the allocator must
@@ -35,9 +36,10 @@ type Guest struct {
 // the runtime calls Bind.
 func NewGuest() *Guest { return &Guest{} }
 
-// Bind looks up the memory and the allocator of mod: proxy_on_memory_allocate,
-// or malloc in its absence, as the specification says; both must have the
-// type (i32) -> i32. Binding twice is a no-op.
+// Bind attaches the guest to mod and its exported memory. Binding twice is a
+// no-op. The allocator is found when the host first hands the guest data:
+// looking an export up costs wazero a call engine with its own stack, which
+// a request that never needs the allocator should not pay.
 func (g *Guest) Bind(mod api.Module) error {
 	if g.mem != nil {
 		return nil
@@ -46,22 +48,29 @@ func (g *Guest) Bind(mod api.Module) error {
 	if mem == nil {
 		return ErrNoMemory
 	}
-	var alloc api.Function
+	g.mod, g.mem = mod, mem
+	return nil
+}
+
+// allocator finds the guest's allocator: proxy_on_memory_allocate, or malloc
+// in its absence, as the specification says; both must have the type
+// (i32) -> i32.
+func (g *Guest) allocator() (api.Function, error) {
+	if g.allocate != nil {
+		return g.allocate, nil
+	}
 	for _, name := range []string{ExportAllocate, ExportMalloc} {
-		if alloc = mod.ExportedFunction(name); alloc != nil {
+		if alloc := g.mod.ExportedFunction(name); alloc != nil {
 			def := alloc.Definition()
-			if !sig(i32s(1), i32).Equal(def.ParamTypes(), def.ResultTypes()) {
-				return fmt.Errorf("export %q has type %s, want (i32) -> i32", name,
+			if !AllocatorSignature.Equal(def.ParamTypes(), def.ResultTypes()) {
+				return nil, fmt.Errorf("export %q has type %s, want (i32) -> i32", name,
 					FormatSignature(def.ParamTypes(), def.ResultTypes()))
 			}
-			break
+			g.allocate = alloc
+			return alloc, nil
 		}
 	}
-	if alloc == nil {
-		return ErrNoAllocator
-	}
-	g.mem, g.allocate = mem, alloc
-	return nil
+	return nil, ErrNoAllocator
 }
 
 // Memory returns the guest's linear memory.
@@ -127,9 +136,13 @@ func (g *Guest) copyOut(ctx context.Context, data []byte, retPtr, retSize uint32
 
 // alloc calls the guest allocator for size bytes and checks what it returns.
 func (g *Guest) alloc(ctx context.Context, size uint32) (ptr uint32, ok bool) {
+	allocate, err := g.allocator()
+	if err != nil {
+		panic(&GuestFault{Func: "memory allocator", Err: err})
+	}
 	g.allocating = true
 	g.stack[0] = uint64(size)
-	err := g.allocate.CallWithStack(ctx, g.stack[:])
+	err = allocate.CallWithStack(ctx, g.stack[:])
 	g.allocating = false
 	if err != nil {
 		// The allocator trapped, exited or ran out of time: the instance is

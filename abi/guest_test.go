@@ -142,11 +142,16 @@ func TestGuestMemoryHelpers(t *testing.T) {
 }
 
 // TestBind covers how a Guest finds memory and allocator, driven the way the
-// runtime does: by the first host call of an instance.
+// runtime does: by the first host call of an instance. The memory is bound
+// at once; the allocator when a host call first hands the guest data (here
+// a property value), so the allocator cases call proxy_get_property too.
 func TestBind(t *testing.T) {
 	const logCall = `
   (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
-  (func (export "log") (result i32) (call $log (i32.const 2) (i32.const 0) (i32.const 2)))`
+  (import "env" "proxy_get_property" (func $prop (param i32 i32 i32 i32) (result i32)))
+  (func (export "log") (result i32)
+    (drop (call $prop (i32.const 0) (i32.const 1) (i32.const 64) (i32.const 68)))
+    (call $log (i32.const 2) (i32.const 0) (i32.const 2)))`
 	for _, tc := range []struct {
 		name    string
 		module  string
@@ -167,6 +172,7 @@ func TestBind(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			host := newFakeHost()
+			host.props[""] = []byte("value") // the path "\x00" at address 0: one empty segment
 			ctx := WithCall(context.Background(), NewGuest(), host)
 			mod := instantiate(t, ctx, "(module"+logCall+"\n"+tc.module+")")
 			_, err := mod.ExportedFunction("log").Call(ctx)

@@ -150,6 +150,10 @@ func CallbackSignature(v Version, c Callback) (s Signature, ok bool) {
 	return Signature{}, false
 }
 
+// AllocatorSignature is the type of the guest allocator
+// (proxy_on_memory_allocate or malloc).
+var AllocatorSignature = sig(i32s(1), i32)
+
 // Callbacks lists every callback CallbackSignature knows, for validation.
 var Callbacks = []Callback{
 	OnVMStart, OnConfigure, OnContextCreate,

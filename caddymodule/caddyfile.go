@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"strconv"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -43,6 +45,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 //	    memory_limit   <size>
 //	    max_body_size  <size>
 //	    failure_policy fail_closed|fail_open
+//	    snapshot       on|off
+//	    prewarm        <count>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -92,6 +96,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			} else {
 				h.MaxBodySize = int64(size)
 			}
+		case "prewarm":
+			n, err := strconv.Atoi(value)
+			if err != nil || n < 0 || n > maxPrewarm {
+				return d.Errf("prewarm %q: want a count from 0 to %d", value, maxPrewarm)
+			}
+			h.Prewarm = &n
+		case "snapshot":
+			if value != "on" && value != "off" {
+				return d.Errf("snapshot %q: want on or off", value)
+			}
+			h.DisableSnapshot = value == "off"
 		case "failure_policy":
 			if value != FailClosed && value != FailOpen {
 				return d.Errf("failure_policy %q: want %s or %s", value, FailClosed, FailOpen)

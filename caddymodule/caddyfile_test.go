@@ -72,6 +72,21 @@ func TestUnmarshalCaddyfileAcceptsEveryOption(t *testing.T) {
 			want:  Handler{Path: "f.wasm", FailurePolicy: FailClosed},
 		},
 		{
+			name:  "snapshot off",
+			input: "wasm_filter f.wasm {\n snapshot off\n}",
+			want:  Handler{Path: "f.wasm", DisableSnapshot: true},
+		},
+		{
+			name:  "prewarm",
+			input: "wasm_filter f.wasm {\n prewarm 0\n}",
+			want:  Handler{Path: "f.wasm", Prewarm: new(int)},
+		},
+		{
+			name:  "snapshot on",
+			input: "wasm_filter f.wasm {\n snapshot on\n}",
+			want:  Handler{Path: "f.wasm"},
+		},
+		{
 			name:  "duration in minutes and seconds",
 			input: "wasm_filter f.wasm {\n timeout 1m30s\n}",
 			want:  Handler{Path: "f.wasm", Timeout: caddy.Duration(90 * time.Second)},
@@ -126,6 +141,9 @@ func TestUnmarshalCaddyfileRejectsBadInputNamingTheLine(t *testing.T) {
 		{"size over 1 TiB", "wasm_filter f.wasm {\n memory_limit 2TiB\n}", []string{`memory_limit "2TiB"`, "Testfile:2"}},
 		{"bad failure_policy", "wasm_filter f.wasm {\n failure_policy maybe\n}", []string{`failure_policy "maybe"`, "fail_closed", "fail_open", "Testfile:2"}},
 		{"failure_policy is case sensitive", "wasm_filter f.wasm {\n failure_policy FAIL_OPEN\n}", []string{`failure_policy "FAIL_OPEN"`, "Testfile:2"}},
+		{"bad snapshot", "wasm_filter f.wasm {\n snapshot maybe\n}", []string{`snapshot "maybe"`, "on or off", "Testfile:2"}},
+		{"prewarm not a count", "wasm_filter f.wasm {\n prewarm some\n}", []string{`prewarm "some"`, "Testfile:2"}},
+		{"prewarm too many", "wasm_filter f.wasm {\n prewarm 65\n}", []string{`prewarm "65"`, "0 to 64", "Testfile:2"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

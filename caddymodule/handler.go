@@ -154,7 +154,7 @@ func (s *stream) finish() {
 		return
 	}
 	ctx := s.r.Context()
-	if err := s.hc.Finish(ctx); err != nil {
+	if err := s.hc.Finish(); err != nil {
 		s.logFailureOnce(err, "ignored: the response is complete")
 	}
 	s.inst.Close(ctx)
@@ -170,7 +170,7 @@ func (s *stream) serve(next caddyhttp.Handler) error {
 		s.origRequest = snapshotRequest(r)
 	}
 
-	out, err := s.hc.RequestHeaders(r.Context(), countPairs(requestHeaders{r}), endOfStream)
+	out, err := s.hc.RequestHeaders(countPairs(requestHeaders{r}), endOfStream)
 	if err == nil && out == filters.Pause {
 		if endOfStream {
 			err = s.violation(errPausedAtEnd)
@@ -210,7 +210,6 @@ func (s *stream) serve(next caddyhttp.Handler) error {
 // filter. A filter still paused at the end of the body is at fault.
 func (s *stream) holdRequest() (filters.Outcome, error) {
 	r := s.r
-	ctx := r.Context()
 	buf := make([]byte, 32<<10)
 	var original []byte // for fail_open: the body as the client sent it
 	failed := func(err error) (filters.Outcome, error) {
@@ -232,7 +231,7 @@ func (s *stream) holdRequest() (filters.Outcome, error) {
 		if n == 0 && !endOfStream {
 			continue
 		}
-		out, err := s.hc.RequestBody(ctx, buf[:n], endOfStream)
+		out, err := s.hc.RequestBody(buf[:n], endOfStream)
 		if err != nil {
 			return failed(err)
 		}
@@ -273,7 +272,7 @@ func (s *stream) requestTrailers(out filters.Outcome) (filters.Outcome, error) {
 		!s.h.plugin.Exports(abi.OnRequestTrailers) {
 		return out, nil
 	}
-	trailersOut, err := s.hc.RequestTrailers(s.r.Context(), countPairs(trailerMap{h: s.r.Trailer}))
+	trailersOut, err := s.hc.RequestTrailers(countPairs(trailerMap{h: s.r.Trailer}))
 	if err != nil || trailersOut != filters.Continue {
 		return trailersOut, err
 	}

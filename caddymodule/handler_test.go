@@ -1003,10 +1003,13 @@ func TestLocalResponseContentLengthIsTheBodyLength(t *testing.T) {
 // context fails that request under its policy.
 func TestFailureCreatingTheHTTPContextAppliesThePolicy(t *testing.T) {
 	// The prelude's proxy_on_context_create, trapping for HTTP contexts
-	// (those with a root context id) only.
+	// (those with a root context id) only. It runs in the same call as the
+	// filter's first callback, here proxy_on_request_headers: before the
+	// request goes anywhere.
 	text := strings.Replace(guestPrelude, `(func (export "proxy_on_context_create") (param i32 i32))`,
 		`(func (export "proxy_on_context_create") (param $id i32) (param $root i32)
-    (if (local.get $root) (then unreachable)))`, 1)
+    (if (local.get $root) (then unreachable)))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 0))`, 1)
 	path := writeModule(t, "(module\n"+text+")")
 	t.Run("fail_closed", func(t *testing.T) {
 		h := provision(t, path, "")
@@ -1025,6 +1028,23 @@ func TestFailureCreatingTheHTTPContextAppliesThePolicy(t *testing.T) {
 			t.Errorf("err %v, panic %v, body %q; want next's response", err, p, rec.Body)
 		}
 	})
+}
+
+// A filter with no request callbacks has no say on the request: its
+// proxy_on_context_create runs with its first callback, here the response
+// headers, and a trap there still fails the response before it starts.
+func TestFailureCreatingTheContextOfAResponseFilter(t *testing.T) {
+	text := strings.Replace(guestPrelude, `(func (export "proxy_on_context_create") (param i32 i32))`,
+		`(func (export "proxy_on_context_create") (param $id i32) (param $root i32)
+    (if (local.get $root) (then unreachable)))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0))`, 1)
+	h := provision(t, writeModule(t, "(module\n"+text+")"), "")
+	next := &nextHandler{}
+	_, err, p := h.serve(newRequest(http.MethodGet, "/", ""), next)
+	if p != nil || statusOf(err) != http.StatusInternalServerError || next.calls.Load() != 1 {
+		t.Errorf("err %v, panic %v, next ran %d times; want 500 after next", err, p, next.calls.Load())
+	}
+	wantFailureLogged(t, h, "trap", "fail_closed")
 }
 
 // A filter growing its memory past memory_limit fails with reason

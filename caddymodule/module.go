@@ -28,6 +28,10 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("wasm_filter", httpcaddyfile.After, "templates")
 }
 
+// maxPrewarm bounds the ready instances per filter: each holds a memory
+// mapping and wazero's per-instance state.
+const maxPrewarm = 64
+
 // The failure policies.
 const (
 	FailClosed = "fail_closed"
@@ -79,6 +83,19 @@ type Handler struct {
 	// Default: fail_closed.
 	FailurePolicy string `json:"failure_policy,omitempty"`
 
+	// Start every request's instance from scratch (instantiate, run
+	// _initialize, proxy_on_vm_start and proxy_on_configure) instead of
+	// restoring it from a snapshot taken after configuration. Much slower
+	// (a stock-Go filter: milliseconds instead of a fraction of one); for
+	// filters whose start-up must differ per request. The environment
+	// variable SLUICE_SNAPSHOT=off sets it for every filter.
+	DisableSnapshot bool `json:"disable_snapshot,omitempty"`
+
+	// How many instances, restored from the snapshot, to keep ready for
+	// the next requests: a request then skips instantiation. They run no
+	// guest code until taken and are never reused. 0 keeps none. Default: 4.
+	Prewarm *int `json:"prewarm,omitempty"`
+
 	plugin    *filters.Plugin
 	poolKey   string
 	logger    *zap.Logger
@@ -117,9 +134,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("wasm_filter %q: %w", h.Path, err)
 	}
-	h.logger.Debug("filter loaded",
+	h.logger.Info("filter loaded",
 		zap.String("digest", h.plugin.Digest()),
-		zap.String("abi_version", string(h.plugin.ABIVersion())))
+		zap.String("abi_version", string(h.plugin.ABIVersion())),
+		zap.String("start", h.plugin.StartMode()))
 	return nil
 }
 
@@ -142,6 +160,10 @@ func (h *Handler) pluginConfig() (filters.Config, error) {
 		VMConfig:     []byte(h.VMConfig),
 		PluginConfig: pluginConfig,
 		RootID:       h.RootID,
+		// A process-wide switch, for comparisons and for running a test
+		// suite both ways.
+		DisableSnapshot: h.DisableSnapshot || os.Getenv("SLUICE_SNAPSHOT") == "off",
+		Prewarm:         h.prewarm(),
 		Limits: filters.Limits{
 			Timeout:     time.Duration(h.Timeout),
 			MemoryLimit: uint64(max(h.MemoryLimit, 0)),
@@ -164,6 +186,9 @@ func (h *Handler) Validate() error {
 	if h.Timeout < 0 || h.MemoryLimit < 0 || h.MaxBodySize < 0 {
 		errs = append(errs, errors.New("timeout, memory_limit and max_body_size must not be negative"))
 	}
+	if h.Prewarm != nil && (*h.Prewarm < 0 || *h.Prewarm > maxPrewarm) {
+		errs = append(errs, fmt.Errorf("prewarm %d: want 0 to %d", *h.Prewarm, maxPrewarm))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("wasm_filter %q: %w", h.Path, err)
 	}
@@ -178,6 +203,14 @@ func (h *Handler) Cleanup() error {
 	}
 	_, err := plugins.Delete(h.poolKey)
 	return err
+}
+
+// prewarm is the number of ready instances to keep.
+func (h *Handler) prewarm() int {
+	if h.Prewarm == nil {
+		return filters.DefaultPrewarm
+	}
+	return *h.Prewarm
 }
 
 // failOpen reports whether the failure policy lets requests through.

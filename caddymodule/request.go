@@ -71,7 +71,7 @@ func (b *requestBody) filter(chunk []byte, endOfStream bool) {
 	if s.h.failOpen() {
 		b.original = append(b.original, chunk...)
 	}
-	out, err := s.hc.RequestBody(s.r.Context(), chunk, endOfStream)
+	out, err := s.hc.RequestBody(chunk, endOfStream)
 	if err == nil && endOfStream {
 		out, err = s.requestTrailers(out)
 	}

@@ -102,7 +102,7 @@ func (rw *responseWriter) Write(p []byte) (int, error) {
 	if rw.origHeader != nil {
 		rw.origBody = append(rw.origBody, p...)
 	}
-	out, err := rw.s.hc.ResponseBody(rw.s.r.Context(), p, false)
+	out, err := rw.s.hc.ResponseBody(p, false)
 	if err := rw.afterBody(out, err, false); err != nil {
 		return 0, err
 	}
@@ -142,7 +142,7 @@ func (rw *responseWriter) responseHeaders(endOfStream bool) error {
 	if s.h.failOpen() {
 		rw.origStatus, rw.origHeader = rw.status, rw.w.Header().Clone()
 	}
-	out, err := s.hc.ResponseHeaders(s.r.Context(), countPairs(responseHeaders{rw}), endOfStream)
+	out, err := s.hc.ResponseHeaders(countPairs(responseHeaders{rw}), endOfStream)
 	switch {
 	case err != nil:
 		return rw.interrupt(err)
@@ -273,7 +273,7 @@ func (rw *responseWriter) finish(nextErr error) error {
 	if !rw.headersDone {
 		_ = rw.responseHeaders(true)
 	} else if s.h.plugin.Exports(abi.OnResponseBody) && rw.status != http.StatusSwitchingProtocols {
-		out, err := s.hc.ResponseBody(s.r.Context(), nil, true)
+		out, err := s.hc.ResponseBody(nil, true)
 		_ = rw.afterBody(out, err, true)
 	}
 	if rw.bypass {
@@ -317,7 +317,7 @@ func (rw *responseWriter) responseTrailers() error {
 	if n == 0 {
 		return nil
 	}
-	out, err := s.hc.ResponseTrailers(s.r.Context(), n)
+	out, err := s.hc.ResponseTrailers(n)
 	switch {
 	case err != nil:
 		return rw.interrupt(err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/sluice-edge/sluice/abi"
+	"github.com/sluice-edge/sluice/filters/internal/wasmbin"
 )
 
 // Exchange is the HTTP side of one request, supplied by the embedder: the
@@ -64,9 +65,10 @@ const (
 // transport's goroutine), never concurrently with each other for one
 // callback, since the instance serializes calls.
 type HTTPContext struct {
-	inst *Instance
-	id   uint32
-	ex   Exchange
+	inst  *Instance
+	id    uint32
+	ex    Exchange
+	scope *callScope
 
 	phase         phase
 	requestSent   bool // request headers forwarded: they can no longer change
@@ -78,10 +80,23 @@ type HTTPContext struct {
 	reset         bool
 	resume        [2]bool // proxy_continue_stream per HTTP stream type
 	donePending   bool    // proxy_on_done returned false
+	createPending bool    // proxy_on_context_create is still to run
+	creating      bool    // a call that starts with proxy_on_context_create is running
+}
+
+// currentPhase is the phase host calls act in. While a call runs
+// proxy_on_context_create ahead of a callback, the dispatcher's step tells
+// which of the two is running.
+func (hc *HTTPContext) currentPhase() phase {
+	if hc.creating && hc.inst.step() == hc.inst.plugin.createIndex() {
+		return phaseCreated
+	}
+	return hc.phase
 }
 
 // NewHTTPContext creates the stream context of a request:
-// proxy_on_context_create(id, root).
+// proxy_on_context_create(id, root). Its calls end when ctx, the request's
+// context, ends.
 func (inst *Instance) NewHTTPContext(ctx context.Context, ex Exchange) (*HTTPContext, error) {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
@@ -93,16 +108,24 @@ func (inst *Instance) NewHTTPContext(ctx context.Context, ex Exchange) (*HTTPCon
 		reqBody:  bodyBuffer{limit: limit},
 		respBody: bodyBuffer{limit: limit},
 	}
+	hc.scope = newCallScope(ctx, inst.guest, hc)
 	inst.nextContextID++
-	if _, err := inst.callOr(ctx, hc, abi.OnContextCreate, 0, uint64(hc.id), rootContextID); err != nil {
+	if inst.plugin.createsFirst() {
+		// proxy_on_context_create runs at the start of the next call into
+		// the guest: one call instead of two, in the same order.
+		hc.createPending = true
+		return hc, nil
+	}
+	if _, err := inst.callOr(hc.scope, abi.OnContextCreate, 0, uint64(hc.id), rootContextID); err != nil {
+		hc.scope.end()
 		return nil, err
 	}
 	return hc, nil
 }
 
 // RequestHeaders calls proxy_on_request_headers.
-func (hc *HTTPContext) RequestHeaders(ctx context.Context, numHeaders int, endOfStream bool) (Outcome, error) {
-	return hc.stream(ctx, phaseRequestHeaders, abi.OnRequestHeaders, abi.StreamHTTPRequest,
+func (hc *HTTPContext) RequestHeaders(numHeaders int, endOfStream bool) (Outcome, error) {
+	return hc.stream(phaseRequestHeaders, abi.OnRequestHeaders, abi.StreamHTTPRequest,
 		uint64(numHeaders), boolArg(endOfStream))
 }
 
@@ -110,37 +133,37 @@ func (hc *HTTPContext) RequestHeaders(ctx context.Context, numHeaders int, endOf
 // proxy_on_request_body with the size of everything buffered. After
 // Continue, TakeRequestBody returns what to forward. A body that would grow
 // past max_body_size fails with ErrBodyTooLarge, without a guest call.
-func (hc *HTTPContext) RequestBody(ctx context.Context, chunk []byte, endOfStream bool) (Outcome, error) {
+func (hc *HTTPContext) RequestBody(chunk []byte, endOfStream bool) (Outcome, error) {
 	if err := hc.reqBody.append(chunk); err != nil {
 		return 0, err
 	}
-	return hc.stream(ctx, phaseRequestBody, abi.OnRequestBody, abi.StreamHTTPRequest,
+	return hc.stream(phaseRequestBody, abi.OnRequestBody, abi.StreamHTTPRequest,
 		uint64(len(hc.reqBody.data)), boolArg(endOfStream))
 }
 
 // RequestTrailers calls proxy_on_request_trailers.
-func (hc *HTTPContext) RequestTrailers(ctx context.Context, numTrailers int) (Outcome, error) {
-	return hc.stream(ctx, phaseRequestTrailers, abi.OnRequestTrailers, abi.StreamHTTPRequest, uint64(numTrailers))
+func (hc *HTTPContext) RequestTrailers(numTrailers int) (Outcome, error) {
+	return hc.stream(phaseRequestTrailers, abi.OnRequestTrailers, abi.StreamHTTPRequest, uint64(numTrailers))
 }
 
 // ResponseHeaders calls proxy_on_response_headers.
-func (hc *HTTPContext) ResponseHeaders(ctx context.Context, numHeaders int, endOfStream bool) (Outcome, error) {
-	return hc.stream(ctx, phaseResponseHeaders, abi.OnResponseHeaders, abi.StreamHTTPResponse,
+func (hc *HTTPContext) ResponseHeaders(numHeaders int, endOfStream bool) (Outcome, error) {
+	return hc.stream(phaseResponseHeaders, abi.OnResponseHeaders, abi.StreamHTTPResponse,
 		uint64(numHeaders), boolArg(endOfStream))
 }
 
 // ResponseBody is RequestBody for the response.
-func (hc *HTTPContext) ResponseBody(ctx context.Context, chunk []byte, endOfStream bool) (Outcome, error) {
+func (hc *HTTPContext) ResponseBody(chunk []byte, endOfStream bool) (Outcome, error) {
 	if err := hc.respBody.append(chunk); err != nil {
 		return 0, err
 	}
-	return hc.stream(ctx, phaseResponseBody, abi.OnResponseBody, abi.StreamHTTPResponse,
+	return hc.stream(phaseResponseBody, abi.OnResponseBody, abi.StreamHTTPResponse,
 		uint64(len(hc.respBody.data)), boolArg(endOfStream))
 }
 
 // ResponseTrailers calls proxy_on_response_trailers.
-func (hc *HTTPContext) ResponseTrailers(ctx context.Context, numTrailers int) (Outcome, error) {
-	return hc.stream(ctx, phaseResponseTrailers, abi.OnResponseTrailers, abi.StreamHTTPResponse, uint64(numTrailers))
+func (hc *HTTPContext) ResponseTrailers(numTrailers int) (Outcome, error) {
+	return hc.stream(phaseResponseTrailers, abi.OnResponseTrailers, abi.StreamHTTPResponse, uint64(numTrailers))
 }
 
 // TakeRequestBody returns the buffered request body, as the filter left it,
@@ -176,20 +199,68 @@ func (hc *HTTPContext) ResponseStarted() {
 // proxy_on_delete, in the specification's order. A filter that returns false
 // from proxy_on_done to keep the context open is not waited for: a request's
 // instance ends with its request.
-func (hc *HTTPContext) Finish(ctx context.Context) error {
+func (hc *HTTPContext) Finish() error {
 	inst := hc.inst
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
+	defer hc.scope.end()
+	if inst.err != nil {
+		return inst.err
+	}
 	hc.phase = phaseDone
-	done, err := inst.callOr(ctx, hc, abi.OnDone, 1, uint64(hc.id))
-	if err != nil {
+	if op, ok := inst.plugin.sequenceOp(); ok {
+		// One call runs proxy_on_done, proxy_on_log and proxy_on_delete,
+		// unless proxy_on_done returns false: the dispatcher stops, and
+		// the other two run once the host knows.
+		done, err := inst.dispatch(hc.scope, abi.OnDone, hc.createOp(op), hc.args())
+		hc.creating = false
+		if err != nil || done != 0 {
+			return err
+		}
+	} else {
+		if err := hc.createNow(); err != nil {
+			return err
+		}
+		done, err := inst.callOr(hc.scope, abi.OnDone, 1, uint64(hc.id))
+		if err != nil || done != 0 {
+			return err
+		}
+	}
+	hc.donePending = true
+	if _, err := inst.callOr(hc.scope, abi.OnLog, 0, uint64(hc.id)); err != nil {
 		return err
 	}
-	hc.donePending = done == 0
-	if _, err := inst.callOr(ctx, hc, abi.OnLog, 0, uint64(hc.id)); err != nil {
-		return err
+	_, err := inst.callOr(hc.scope, abi.OnDelete, 0, uint64(hc.id))
+	return err
+}
+
+// createOp adds the pending proxy_on_context_create to a dispatcher op.
+func (hc *HTTPContext) createOp(op uint32) uint32 {
+	hc.creating = hc.createPending
+	if hc.createPending {
+		hc.createPending = false
+		return op | wasmbin.DispatchCreateFirst
 	}
-	_, err = inst.callOr(ctx, hc, abi.OnDelete, 0, uint64(hc.id))
+	return op
+}
+
+// args are the dispatcher's a..e for a callback of this context: the
+// context's id first, the root context's id last (for a pending
+// proxy_on_context_create), the callback's own arguments between.
+func (hc *HTTPContext) args(more ...uint64) [5]uint64 {
+	a := [5]uint64{uint64(hc.id)}
+	copy(a[1:4], more)
+	a[4] = rootContextID
+	return a
+}
+
+// createNow runs a pending proxy_on_context_create on its own.
+func (hc *HTTPContext) createNow() error {
+	if !hc.createPending {
+		return nil
+	}
+	hc.createPending = false
+	_, err := hc.inst.callOr(hc.scope, abi.OnContextCreate, 0, uint64(hc.id), rootContextID)
 	return err
 }
 
@@ -197,15 +268,34 @@ func (hc *HTTPContext) Finish(ctx context.Context) error {
 // reset or local response the guest asked for during the call wins over its
 // return value; proxy_continue_stream during the call turns a pause into a
 // continue.
-func (hc *HTTPContext) stream(ctx context.Context, p phase, cb abi.Callback, st abi.StreamType, args ...uint64) (Outcome, error) {
+func (hc *HTTPContext) stream(p phase, cb abi.Callback, st abi.StreamType, args ...uint64) (Outcome, error) {
 	inst := hc.inst
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
+	if inst.err != nil {
+		return 0, inst.err
+	}
 	hc.phase = p
 	hc.resume[st] = false
-	raw, err := inst.callOr(ctx, hc, cb, uint64(abi.ActionContinue), append([]uint64{uint64(hc.id)}, args...)...)
-	if err != nil {
-		return 0, err
+	raw := uint64(abi.ActionContinue) // for a callback the module lacks
+	if index, ok := inst.plugin.dispatchIndex(cb); ok {
+		var err error
+		raw, err = inst.dispatch(hc.scope, cb, hc.createOp(index), hc.args(args...))
+		hc.creating = false
+		if err != nil {
+			return 0, err
+		}
+	} else if inst.plugin.exported[cb] {
+		if err := hc.createNow(); err != nil {
+			return 0, err
+		}
+		var params [3]uint64
+		params[0] = uint64(hc.id)
+		copy(params[1:], args)
+		var err error
+		if raw, err = inst.call(hc.scope, cb, params[:1+len(args)]...); err != nil {
+			return 0, err
+		}
 	}
 	switch {
 	case hc.reset:
@@ -237,20 +327,21 @@ func boolArg(b bool) uint64 {
 // in until the end of the stream (Envoy allows as much), and written only
 // while the change can still reach the wire.
 func (hc *HTTPContext) HeaderMap(t abi.MapType, write bool) (abi.HeaderMap, abi.Status) {
+	phase := hc.currentPhase()
 	var exists, writable bool
 	switch t {
 	case abi.MapRequestHeaders:
 		exists = true
-		writable = !hc.requestSent && hc.phase >= phaseRequestHeaders && hc.phase <= phaseRequestTrailers
+		writable = !hc.requestSent && phase >= phaseRequestHeaders && phase <= phaseRequestTrailers
 	case abi.MapRequestTrailers:
-		exists = hc.phase >= phaseRequestTrailers
-		writable = hc.phase == phaseRequestTrailers
+		exists = phase >= phaseRequestTrailers
+		writable = phase == phaseRequestTrailers
 	case abi.MapResponseHeaders:
-		exists = hc.phase >= phaseResponseHeaders
-		writable = !hc.responseSent && hc.phase >= phaseResponseHeaders && hc.phase <= phaseResponseTrailers
+		exists = phase >= phaseResponseHeaders
+		writable = !hc.responseSent && phase >= phaseResponseHeaders && phase <= phaseResponseTrailers
 	case abi.MapResponseTrailers:
-		exists = hc.phase >= phaseResponseTrailers
-		writable = hc.phase == phaseResponseTrailers
+		exists = phase >= phaseResponseTrailers
+		writable = phase == phaseResponseTrailers
 	}
 	if !exists || (write && !writable) {
 		return nil, abi.StatusBadArgument
@@ -264,10 +355,11 @@ func (hc *HTTPContext) HeaderMap(t abi.MapType, write bool) (abi.HeaderMap, abi.
 
 // Buffer implements abi.Host: a body buffer exists during its own callback.
 func (hc *HTTPContext) Buffer(t abi.BufferType, _ bool) (abi.Buffer, abi.Status) {
+	phase := hc.currentPhase()
 	switch {
-	case t == abi.BufferRequestBody && hc.phase == phaseRequestBody:
+	case t == abi.BufferRequestBody && phase == phaseRequestBody:
 		return &hc.reqBody, abi.StatusOK
-	case t == abi.BufferResponseBody && hc.phase == phaseResponseBody:
+	case t == abi.BufferResponseBody && phase == phaseResponseBody:
 		return &hc.respBody, abi.StatusOK
 	}
 	return nil, abi.StatusNotFound
@@ -277,9 +369,10 @@ func (hc *HTTPContext) Buffer(t abi.BufferType, _ bool) (abi.Buffer, abi.Status)
 // request or response callback, before the response headers went
 // downstream, with a final status and headers that may go on the wire.
 func (hc *HTTPContext) SendLocalResponse(r *abi.LocalResponse) abi.Status {
+	phase := hc.currentPhase()
 	switch {
 	case hc.local != nil, hc.responseSent,
-		hc.phase < phaseRequestHeaders, hc.phase > phaseResponseTrailers,
+		phase < phaseRequestHeaders, phase > phaseResponseTrailers,
 		r.StatusCode < 200, r.StatusCode > 599,
 		int64(len(r.Body)) > hc.reqBody.limit,
 		!hc.ex.ValidResponseHeaders(r.Headers):
@@ -303,7 +396,7 @@ func (hc *HTTPContext) ContinueStream(t abi.StreamType) abi.Status {
 
 // CloseStream implements abi.Host: either HTTP stream resets the request.
 func (hc *HTTPContext) CloseStream(t abi.StreamType) abi.Status {
-	if t > abi.StreamHTTPResponse || hc.phase == phaseDone {
+	if t > abi.StreamHTTPResponse || hc.currentPhase() == phaseDone {
 		return abi.StatusBadArgument
 	}
 	hc.reset = true

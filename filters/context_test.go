@@ -1,7 +1,6 @@
 package filters
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -30,7 +29,7 @@ func TestBodyIsBufferedWhilePaused(t *testing.T) {
 		name  string
 		cb    abi.Callback
 		buf   int
-		chunk func(*HTTPContext, context.Context, []byte, bool) (Outcome, error)
+		chunk func(*HTTPContext, []byte, bool) (Outcome, error)
 		take  func(*HTTPContext) []byte
 	}{
 		{"request", abi.OnRequestBody, 0, (*HTTPContext).RequestBody, (*HTTPContext).TakeRequestBody},
@@ -39,7 +38,6 @@ func TestBodyIsBufferedWhilePaused(t *testing.T) {
 		t.Run(dir.name, func(t *testing.T) {
 			p := mustLoad(t, guest(t, bodyGuest(dir.cb, dir.buf)))
 			_, hc, ex := newHTTP(t, p)
-			ctx := context.Background()
 			for _, step := range []struct {
 				chunk string
 				eos   bool
@@ -51,7 +49,7 @@ func TestBodyIsBufferedWhilePaused(t *testing.T) {
 				{"hi", true, Continue, []string{"size=9", "get=0", "body=abcdefghi", "set=0"}},
 			} {
 				ex.reset()
-				out, err := dir.chunk(hc, ctx, []byte(step.chunk), step.eos)
+				out, err := dir.chunk(hc, []byte(step.chunk), step.eos)
 				if err != nil || out != step.want {
 					t.Fatalf("chunk %q: %v, %v; want %v", step.chunk, out, err, step.want)
 				}
@@ -68,7 +66,7 @@ func TestBodyIsBufferedWhilePaused(t *testing.T) {
 			}
 			// After a take, the next chunk starts a fresh buffer.
 			ex.reset()
-			if _, err := dir.chunk(hc, ctx, []byte("z"), false); err != nil {
+			if _, err := dir.chunk(hc, []byte("z"), false); err != nil {
 				t.Fatal(err)
 			}
 			ex.wantLogs(t, "size=1", "get=0", "body=z")
@@ -81,7 +79,7 @@ func TestUnreadBodyPassesThroughUnchanged(t *testing.T) {
 	p := mustLoad(t, guest(t, ""))
 	_, hc, _ := newHTTP(t, p)
 	body := []byte("\x00\xffbinary\r\n")
-	if out, err := hc.RequestBody(context.Background(), body, true); err != nil || out != Continue {
+	if out, err := hc.RequestBody(body, true); err != nil || out != Continue {
 		t.Fatalf("RequestBody = %v, %v", out, err)
 	}
 	if got := hc.TakeRequestBody(); string(got) != string(body) {
@@ -95,7 +93,7 @@ func TestBodyLargerThanMaxBodySize(t *testing.T) {
 	for _, dir := range []struct {
 		name  string
 		cb    abi.Callback
-		chunk func(*HTTPContext, context.Context, []byte, bool) (Outcome, error)
+		chunk func(*HTTPContext, []byte, bool) (Outcome, error)
 		take  func(*HTTPContext) []byte
 	}{
 		{"request", abi.OnRequestBody, (*HTTPContext).RequestBody, (*HTTPContext).TakeRequestBody},
@@ -107,11 +105,10 @@ func TestBodyLargerThanMaxBodySize(t *testing.T) {
     (call $logkv $"size" (local.get $size))
     (i32.const 1))`, dir.cb)), func(c *Config) { c.Limits.MaxBodySize = 8 })
 			inst, hc, ex := newHTTP(t, p)
-			ctx := context.Background()
-			if _, err := dir.chunk(hc, ctx, []byte("12345"), false); err != nil {
+			if _, err := dir.chunk(hc, []byte("12345"), false); err != nil {
 				t.Fatal(err)
 			}
-			_, err := dir.chunk(hc, ctx, []byte("6789"), false)
+			_, err := dir.chunk(hc, []byte("6789"), false)
 			if !errors.Is(err, ErrBodyTooLarge) {
 				t.Fatalf("9 bytes with max_body_size 8: %v, want ErrBodyTooLarge", err)
 			}
@@ -122,7 +119,7 @@ func TestBodyLargerThanMaxBodySize(t *testing.T) {
 			if got := string(dir.take(hc)); got != "12345" {
 				t.Errorf("took %q, want the chunk before the refusal", got)
 			}
-			if _, err := dir.chunk(hc, ctx, []byte("12345678"), true); err != nil {
+			if _, err := dir.chunk(hc, []byte("12345678"), true); err != nil {
 				t.Errorf("a body of exactly max_body_size: %v", err)
 			}
 		})
@@ -136,7 +133,7 @@ func TestFilterCannotGrowBodyPastMaxBodySize(t *testing.T) {
     (call $logkv $"set" (call $proxy_set_buffer_bytes (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 2000)))
     (i32.const 0))`))
 	_, hc, ex := newHTTP(t, p)
-	if _, err := hc.RequestBody(context.Background(), []byte("small"), true); err != nil {
+	if _, err := hc.RequestBody([]byte("small"), true); err != nil {
 		t.Fatal(err)
 	}
 	ex.wantLogs(t, "set=2")
@@ -186,12 +183,11 @@ func localResponseGuest(t *testing.T) []byte {
 // BAD_ARGUMENT and changes nothing.
 func TestLocalResponse(t *testing.T) {
 	module := localResponseGuest(t)
-	p := mustLoad(t, module)
-	ctx := context.Background()
+	p := mustLoad(t, module, freshStart)
 
 	t.Run("from request headers, then a second one", func(t *testing.T) {
 		_, hc, ex := newHTTP(t, p)
-		out, err := hc.RequestHeaders(ctx, 403, true)
+		out, err := hc.RequestHeaders(403, true)
 		if err != nil || out != Respond {
 			t.Fatalf("RequestHeaders = %v, %v; want respond", out, err)
 		}
@@ -205,11 +201,11 @@ func TestLocalResponse(t *testing.T) {
 			t.Fatalf("LocalResponse() = %+v", lr)
 		}
 		// The response is reported once; later callbacks go by their action.
-		if out, err := hc.RequestHeaders(ctx, 403, false); err != nil || out != Pause {
+		if out, err := hc.RequestHeaders(403, false); err != nil || out != Pause {
 			t.Errorf("after the local response: %v, %v; want pause", out, err)
 		}
 		// The body was copied out of guest memory.
-		if _, err := hc.ResponseHeaders(ctx, 0, true); err != nil {
+		if _, err := hc.ResponseHeaders(0, true); err != nil {
 			t.Fatal(err)
 		}
 		if string(hc.LocalResponse().Body) != "access denied" {
@@ -220,7 +216,7 @@ func TestLocalResponse(t *testing.T) {
 	for _, status := range []int{0, 99, 199, 600, 1000, 0xffffffff} {
 		t.Run(fmt.Sprint("invalid status ", status), func(t *testing.T) {
 			_, hc, ex := newHTTP(t, p)
-			out, err := hc.RequestHeaders(ctx, status, false)
+			out, err := hc.RequestHeaders(status, false)
 			if err != nil || out != Pause {
 				t.Fatalf("RequestHeaders = %v, %v; want pause", out, err)
 			}
@@ -234,7 +230,7 @@ func TestLocalResponse(t *testing.T) {
 	for _, status := range []int{200, 204, 599} {
 		t.Run(fmt.Sprint("valid status ", status), func(t *testing.T) {
 			_, hc, _ := newHTTP(t, p)
-			if out, err := hc.RequestHeaders(ctx, status, false); err != nil || out != Respond {
+			if out, err := hc.RequestHeaders(status, false); err != nil || out != Respond {
 				t.Fatalf("RequestHeaders = %v, %v; want respond", out, err)
 			}
 			if got := hc.LocalResponse().StatusCode; got != uint32(status) {
@@ -245,7 +241,7 @@ func TestLocalResponse(t *testing.T) {
 
 	t.Run("refused headers, oversize body, malformed map", func(t *testing.T) {
 		_, hc, ex := newHTTP(t, p)
-		if out, err := hc.RequestBody(ctx, nil, true); err != nil || out != Continue {
+		if out, err := hc.RequestBody(nil, true); err != nil || out != Continue {
 			t.Fatalf("RequestBody = %v, %v; want continue", out, err)
 		}
 		ex.wantLogs(t, "create=2", "create=2", "bad_header=2", "big_body=2", "bad_map=2")
@@ -256,25 +252,27 @@ func TestLocalResponse(t *testing.T) {
 
 	t.Run("from response headers, before and after the response started", func(t *testing.T) {
 		_, hc, ex := newHTTP(t, p)
-		if out, err := hc.ResponseHeaders(ctx, 0, false); err != nil || out != Respond {
+		if out, err := hc.ResponseHeaders(0, false); err != nil || out != Respond {
 			t.Fatalf("before: %v, %v; want respond", out, err)
 		}
 		_, hc, ex = newHTTP(t, p)
 		hc.ResponseStarted()
 		ex.reset()
-		if out, err := hc.ResponseHeaders(ctx, 0, false); err != nil || out != Continue {
+		if out, err := hc.ResponseHeaders(0, false); err != nil || out != Continue {
 			t.Fatalf("after: %v, %v; want continue", out, err)
 		}
-		ex.wantLogs(t, "response=2")
+		// proxy_on_context_create runs at the start of the first call into
+		// the guest, and cannot respond either.
+		ex.wantLogs(t, "create=2", "response=2")
 	})
 
 	t.Run("from proxy_on_log", func(t *testing.T) {
 		_, hc, ex := newHTTP(t, p)
 		ex.reset()
-		if err := hc.Finish(ctx); err != nil {
+		if err := hc.Finish(); err != nil {
 			t.Fatal(err)
 		}
-		ex.wantLogs(t, "log=2")
+		ex.wantLogs(t, "create=2", "log=2")
 		if hc.LocalResponse() != nil {
 			t.Error("a local response from proxy_on_log was recorded")
 		}
@@ -294,7 +292,6 @@ func TestCloseStream(t *testing.T) {
     (i32.const 0))
   (func (export "proxy_on_log") (param i32)
     (call $logkv $"log_close" (call $proxy_close_stream (i32.const 0))))`))
-	ctx := context.Background()
 	for _, tc := range []struct {
 		stream int
 		status string
@@ -306,7 +303,7 @@ func TestCloseStream(t *testing.T) {
 	} {
 		t.Run(fmt.Sprint("stream ", tc.stream), func(t *testing.T) {
 			_, hc, ex := newHTTP(t, p)
-			if out, err := hc.RequestHeaders(ctx, tc.stream, false); err != nil || out != tc.want {
+			if out, err := hc.RequestHeaders(tc.stream, false); err != nil || out != tc.want {
 				t.Fatalf("RequestHeaders = %v, %v; want %v", out, err, tc.want)
 			}
 			ex.wantLogs(t, tc.status)
@@ -314,10 +311,10 @@ func TestCloseStream(t *testing.T) {
 	}
 	t.Run("response stream", func(t *testing.T) {
 		_, hc, ex := newHTTP(t, p)
-		if out, err := hc.ResponseHeaders(ctx, 0, false); err != nil || out != Reset {
+		if out, err := hc.ResponseHeaders(0, false); err != nil || out != Reset {
 			t.Fatalf("ResponseHeaders = %v, %v; want reset", out, err)
 		}
-		if err := hc.Finish(ctx); err != nil {
+		if err := hc.Finish(); err != nil {
 			t.Fatal(err)
 		}
 		ex.wantLogs(t, "close=0", "log_close=2")
@@ -335,7 +332,6 @@ func TestContinueStreamDuringACallback(t *testing.T) {
   (func (export "proxy_on_response_headers") (param i32) (param $stream i32) (param i32) (result i32)
     (call $logkv $"continue" (call $proxy_continue_stream (local.get $stream)))
     (i32.const 1))`))
-	ctx := context.Background()
 	for _, tc := range []struct {
 		name     string
 		response bool
@@ -356,12 +352,12 @@ func TestContinueStreamDuringACallback(t *testing.T) {
 			if tc.response {
 				call = hc.ResponseHeaders
 			}
-			if out, err := call(ctx, tc.stream, false); err != nil || out != tc.want {
+			if out, err := call(tc.stream, false); err != nil || out != tc.want {
 				t.Fatalf("got %v, %v; want %v", out, err, tc.want)
 			}
 			ex.wantLogs(t, tc.status)
 			// The next callback's pause stands.
-			if out, err := hc.RequestBody(ctx, nil, false); err != nil || out != Pause {
+			if out, err := hc.RequestBody(nil, false); err != nil || out != Pause {
 				t.Errorf("the next callback: %v, %v; want pause", out, err)
 			}
 		})
@@ -411,7 +407,6 @@ func mapsGuest(t *testing.T) []byte {
 func TestHeaderMapsByPhase(t *testing.T) {
 	p := mustLoad(t, mapsGuest(t))
 	_, hc, ex := newHTTP(t, p)
-	ctx := context.Background()
 	check := func(step string, run func() error, tag string, want map[string]int) {
 		t.Helper()
 		ex.reset()
@@ -428,25 +423,25 @@ func TestHeaderMapsByPhase(t *testing.T) {
 		return func() error { _, err := f(); return err }
 	}
 	const ok, bad = 0, 2
-	check("request headers", outcome(func() (Outcome, error) { return hc.RequestHeaders(ctx, 3, false) }), "rh",
+	check("request headers", outcome(func() (Outcome, error) { return hc.RequestHeaders(3, false) }), "rh",
 		map[string]int{"req": ok, "reqtr": bad, "resp": bad, "resptr": bad, "get_resp": bad, "get_grpc": bad, "bad_map": bad})
-	check("request body", outcome(func() (Outcome, error) { return hc.RequestBody(ctx, []byte("b"), false) }), "rb",
+	check("request body", outcome(func() (Outcome, error) { return hc.RequestBody([]byte("b"), false) }), "rb",
 		map[string]int{"req": ok, "reqtr": bad, "resp": bad, "resptr": bad, "get_resp": bad, "get_grpc": bad, "bad_map": bad})
-	check("request trailers", outcome(func() (Outcome, error) { return hc.RequestTrailers(ctx, 0) }), "rt",
+	check("request trailers", outcome(func() (Outcome, error) { return hc.RequestTrailers(0) }), "rt",
 		map[string]int{"req": ok, "reqtr": ok, "resp": bad, "resptr": bad, "get_resp": bad, "get_grpc": bad, "bad_map": bad})
 	hc.RequestForwarded()
-	check("request body after forwarding", outcome(func() (Outcome, error) { return hc.RequestBody(ctx, []byte("b"), true) }), "rb",
+	check("request body after forwarding", outcome(func() (Outcome, error) { return hc.RequestBody([]byte("b"), true) }), "rb",
 		map[string]int{"req": bad, "reqtr": bad, "resp": bad, "resptr": bad, "get_resp": bad, "get_grpc": bad, "bad_map": bad})
-	check("response headers", outcome(func() (Outcome, error) { return hc.ResponseHeaders(ctx, 1, false) }), "sh",
+	check("response headers", outcome(func() (Outcome, error) { return hc.ResponseHeaders(1, false) }), "sh",
 		map[string]int{"req": bad, "reqtr": bad, "resp": ok, "resptr": bad, "get_grpc": bad, "bad_map": bad})
-	check("response body", outcome(func() (Outcome, error) { return hc.ResponseBody(ctx, []byte("b"), false) }), "sb",
+	check("response body", outcome(func() (Outcome, error) { return hc.ResponseBody([]byte("b"), false) }), "sb",
 		map[string]int{"req": bad, "reqtr": bad, "resp": ok, "resptr": bad, "get_grpc": bad, "bad_map": bad})
 	hc.ResponseStarted()
-	check("response body after the response started", outcome(func() (Outcome, error) { return hc.ResponseBody(ctx, []byte("b"), true) }), "sb",
+	check("response body after the response started", outcome(func() (Outcome, error) { return hc.ResponseBody([]byte("b"), true) }), "sb",
 		map[string]int{"req": bad, "reqtr": bad, "resp": bad, "resptr": bad, "get_grpc": bad, "bad_map": bad})
-	check("response trailers", outcome(func() (Outcome, error) { return hc.ResponseTrailers(ctx, 0) }), "st",
+	check("response trailers", outcome(func() (Outcome, error) { return hc.ResponseTrailers(0) }), "st",
 		map[string]int{"req": bad, "reqtr": bad, "resp": bad, "resptr": ok, "get_grpc": bad, "bad_map": bad})
-	check("proxy_on_log", func() error { return hc.Finish(ctx) }, "log",
+	check("proxy_on_log", func() error { return hc.Finish() }, "log",
 		map[string]int{"req": bad, "reqtr": bad, "resp": bad, "resptr": bad, "get_grpc": bad, "bad_map": bad})
 
 	// Exactly the writes that were allowed reached the maps.
@@ -477,7 +472,7 @@ func TestHeaderMapMissingFromTheExchange(t *testing.T) {
 	_, hc, ex := newHTTP(t, p)
 	delete(ex.maps, abi.MapRequestTrailers)
 	ex.reset()
-	if _, err := hc.RequestTrailers(context.Background(), 0); err != nil {
+	if _, err := hc.RequestTrailers(0); err != nil {
 		t.Fatal(err)
 	}
 	if logs := ex.messages(); !slices.Contains(logs, "rt.reqtr=2") || !slices.Contains(logs, "rt.req=0") {
@@ -502,12 +497,11 @@ func TestBodyBuffersOnlyInTheirCallback(t *testing.T) {
   (func (export "proxy_on_response_body") (param i32 i32 i32) (result i32) `+probe("sb")+` (i32.const 0))
   (func (export "proxy_on_log") (param i32) `+probe("log")+`)`))
 	_, hc, ex := newHTTP(t, p)
-	ctx := context.Background()
-	_, _ = hc.RequestHeaders(ctx, 0, false)
-	_, _ = hc.RequestBody(ctx, []byte("req"), true)
-	_, _ = hc.ResponseHeaders(ctx, 0, false)
-	_, _ = hc.ResponseBody(ctx, []byte("resp"), true)
-	if err := hc.Finish(ctx); err != nil {
+	_, _ = hc.RequestHeaders(0, false)
+	_, _ = hc.RequestBody([]byte("req"), true)
+	_, _ = hc.ResponseHeaders(0, false)
+	_, _ = hc.ResponseBody([]byte("resp"), true)
+	if err := hc.Finish(); err != nil {
 		t.Fatal(err)
 	}
 	ex.wantLogs(t,
@@ -529,13 +523,13 @@ func TestFinishOrder(t *testing.T) {
   (func (export "proxy_on_log") (param $id i32) (call $logkv $"log" (local.get $id)))
   (func (export "proxy_on_done") (param $id i32) (result i32) (call $logkv $"done" (local.get $id)) (i32.const 1))`))
 	_, hc, ex := newHTTP(t, p)
-	if err := hc.Finish(context.Background()); err != nil {
+	if err := hc.Finish(); err != nil {
 		t.Fatal(err)
 	}
 	ex.wantLogs(t, "done=2", "log=2", "delete=2")
 
 	_, hc, _ = newHTTP(t, mustLoad(t, guest(t, "")))
-	if err := hc.Finish(context.Background()); err != nil {
+	if err := hc.Finish(); err != nil {
 		t.Errorf("Finish without the callbacks: %v", err)
 	}
 }
@@ -565,10 +559,10 @@ func TestProxyDone(t *testing.T) {
 	} {
 		t.Run(fmt.Sprint("on_done returns ", 1-tc.keep), func(t *testing.T) {
 			_, hc, ex := newHTTP(t, p)
-			if _, err := hc.RequestHeaders(context.Background(), tc.keep, true); err != nil {
+			if _, err := hc.RequestHeaders(tc.keep, true); err != nil {
 				t.Fatal(err)
 			}
-			if err := hc.Finish(context.Background()); err != nil {
+			if err := hc.Finish(); err != nil {
 				t.Fatal(err)
 			}
 			ex.wantLogs(t, tc.logs...)
@@ -601,9 +595,9 @@ func TestProperties(t *testing.T) {
 		get("unknown", `$"no.such.property"`)+
 		get("plugin_name_sub", `$"plugin_name.sub"`)+`
     (call $logkv $"set" (call $proxy_set_property $"filter.tag" $"blue"))
-    (i32.const 0))`), func(c *Config) { c.Name, c.RootID, c.VMID = "tenant-a", "root-x", "vm-y" })
+    (i32.const 0))`), freshStart, func(c *Config) { c.Name, c.RootID, c.VMID = "tenant-a", "root-x", "vm-y" })
 	_, hc, ex := newHTTP(t, p)
-	if _, err := hc.RequestHeaders(context.Background(), 0, true); err != nil {
+	if _, err := hc.RequestHeaders(0, true); err != nil {
 		t.Fatal(err)
 	}
 	ex.wantLogs(t,
@@ -634,9 +628,9 @@ func TestSetEffectiveContext(t *testing.T) {
     (call $logkv $"self" (call $proxy_set_effective_context (local.get $id)))
     (call $logkv $"root" (call $proxy_set_effective_context (i32.const 1)))
     (call $logkv $"other" (call $proxy_set_effective_context (i32.add (local.get $id) (i32.const 1))))
-    (i32.const 0))`))
+    (i32.const 0))`), freshStart)
 	_, hc, ex := newHTTP(t, p)
-	if _, err := hc.RequestHeaders(context.Background(), 0, true); err != nil {
+	if _, err := hc.RequestHeaders(0, true); err != nil {
 		t.Fatal(err)
 	}
 	ex.wantLogs(t, "root.root=0", "root.other=2", "self=0", "root=0", "other=2")
@@ -659,9 +653,9 @@ func TestGuestOutput(t *testing.T) {
     (call $logkv $"written" (i32.load (i32.const 4300)))
     (call $logkv $"stderr" (call $write (i32.const 2)))
     (call $logkv $"fd3" (call $write (i32.const 3)))
-    (i32.const 0))`))
+    (i32.const 0))`), freshStart)
 	_, hc, ex := newHTTP(t, p)
-	if _, err := hc.RequestHeaders(context.Background(), 0, true); err != nil {
+	if _, err := hc.RequestHeaders(0, true); err != nil {
 		t.Fatal(err)
 	}
 	ex.wantLogs(t, "stdout=0", "written=11", "stderr=0", "fd3=8")
@@ -672,7 +666,7 @@ func TestGuestOutput(t *testing.T) {
 	err := loadErr(t, guest(t, data+`
   (func (export "proxy_on_configure") (param i32 i32) (result i32)
     (drop (call $write (i32.const 2)))
-    (i32.const 0))`))
+    (i32.const 0))`), freshStart)
 	wantGuestError(t, err, ErrRejected)
 	wantErrorContaining(t, err, "fatal: oops")
 }
@@ -737,7 +731,7 @@ func TestLogLevel(t *testing.T) {
 		_, hc, ex := newHTTP(t, p)
 		ex.level = abi.LogWarn
 		ex.reset()
-		if _, err := hc.RequestHeaders(context.Background(), 0, true); err != nil {
+		if _, err := hc.RequestHeaders(0, true); err != nil {
 			t.Fatal(err)
 		}
 		ex.wantLogs(t, "status=0", "level=3", "out_of_bounds=6")
@@ -751,7 +745,7 @@ func TestProxyGetStatusInARequest(t *testing.T) {
     (call $logkv $"status" (call $proxy_get_status (i32.const 24) (i32.const 16) (i32.const 20)))
     (i32.const 0))`))
 	_, hc, ex := newHTTP(t, p)
-	if _, err := hc.RequestHeaders(context.Background(), 0, true); err != nil {
+	if _, err := hc.RequestHeaders(0, true); err != nil {
 		t.Fatal(err)
 	}
 	ex.wantLogs(t, "status=1")

@@ -231,6 +231,10 @@ func withTimeout(d time.Duration) func(*Config) {
 }
 
 // mustLoad loads a plugin and closes it when the test ends.
+// freshStart makes every instance of a test's plugin run the start-up
+// lifecycle, for tests that watch it happen in each instance.
+func freshStart(c *Config) { c.DisableSnapshot = true }
+
 func mustLoad(t testing.TB, module []byte, opts ...func(*Config)) *Plugin {
 	t.Helper()
 	p, err := Load(context.Background(), config(module, opts...))
@@ -245,13 +249,18 @@ func mustLoad(t testing.TB, module []byte, opts ...func(*Config)) *Plugin {
 // a fresh exchange; the instance is closed when the test ends.
 func newHTTP(t testing.TB, p *Plugin) (*Instance, *HTTPContext, *fakeExchange) {
 	t.Helper()
-	ctx := context.Background()
+	return newHTTPFor(t, p, context.Background())
+}
+
+// newHTTPFor is newHTTP for a request whose context is ctx.
+func newHTTPFor(t testing.TB, p *Plugin, ctx context.Context) (*Instance, *HTTPContext, *fakeExchange) {
+	t.Helper()
 	ex := newExchange()
 	inst, err := p.NewInstance(ctx, ex)
 	if err != nil {
 		t.Fatalf("NewInstance: %v", err)
 	}
-	t.Cleanup(func() { inst.Close(ctx) })
+	t.Cleanup(func() { inst.Close(context.Background()) })
 	hc, err := inst.NewHTTPContext(ctx, ex)
 	if err != nil {
 		t.Fatalf("NewHTTPContext: %v", err)
@@ -445,13 +454,13 @@ func lifecycle(ctx context.Context, p *Plugin, ex *fakeExchange, numHeaders int)
 	if err != nil {
 		return err
 	}
-	if _, err := hc.RequestHeaders(ctx, numHeaders, true); err != nil {
+	if _, err := hc.RequestHeaders(numHeaders, true); err != nil {
 		return err
 	}
 	hc.RequestForwarded()
-	if _, err := hc.ResponseHeaders(ctx, len(ex.maps[abi.MapResponseHeaders].pairs), true); err != nil {
+	if _, err := hc.ResponseHeaders(len(ex.maps[abi.MapResponseHeaders].pairs), true); err != nil {
 		return err
 	}
 	hc.ResponseStarted()
-	return hc.Finish(ctx)
+	return hc.Finish()
 }

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero/api"
 
 	"github.com/sluice-edge/sluice/abi"
+	"github.com/sluice-edge/sluice/filters/internal/cowmem"
+	"github.com/sluice-edge/sluice/filters/internal/wasmbin"
 )
 
 // LogSink receives what a guest logs.
@@ -39,6 +42,10 @@ type Instance struct {
 	root   *rootContext
 	funcs  map[abi.Callback]api.Function // looked up on first use
 
+	memory     *cowmem.Memory // owned until Close, then back to memoryPool
+	memoryPool *cowmem.Pool
+	stepGlobal api.Global // the dispatcher's step, looked up on first use
+
 	mu            sync.Mutex // serializes guest calls and guards what follows
 	stack         [8]uint64
 	budget        time.Duration // of the next guest call
@@ -47,36 +54,53 @@ type Instance struct {
 	nextContextID uint32
 }
 
-// NewInstance creates a fresh instance and runs the plugin's start-up
-// lifecycle in it. log receives what the filter logs while starting. ctx
-// bounds the whole start-up; each step also has the plugin's time budget.
+// NewInstance creates a configured instance: restored from the plugin's
+// snapshot, or started fresh (the start-up lifecycle runs in it). log
+// receives what the filter logs while starting. ctx bounds the whole
+// start-up; each step also has the plugin's time budget.
 func (p *Plugin) NewInstance(ctx context.Context, log LogSink) (*Instance, error) {
-	inst := &Instance{
-		plugin:        p,
-		guest:         abi.NewGuest(),
-		funcs:         make(map[abi.Callback]api.Function, 8),
-		nextContextID: rootContextID + 1,
+	if p.snapshot != nil {
+		if p.warm != nil {
+			if inst := p.warm.take(); inst != nil {
+				inst.root.log = log
+				return inst, nil
+			}
+		}
+		inst := p.newRestored()
+		inst.root.log = log
+		if err := inst.restore(ctx); err != nil {
+			inst.Close(ctx)
+			return nil, err
+		}
+		return inst, nil
 	}
-	inst.root = &rootContext{inst: inst, log: log}
+	inst := p.newInstance(log)
 
-	// Instantiation runs the module's start section, if any, so it has a
-	// budget too.
+	// Instantiation runs the module's start section, if any (an unprepared
+	// module's), so it has a budget too.
 	inst.budget = p.cfg.Limits.Timeout * StartTimeoutFactor
-	callCtx, cancel := context.WithTimeout(abi.WithCall(ctx, inst.guest, inst.root), inst.budget)
-	mod, err := p.runtime.InstantiateModule(callCtx, p.compiled, p.modCfg)
-	if err == nil && callCtx.Err() != nil {
+	mctx, err := inst.withMemory(ctx, p.freshMemory)
+	if err != nil {
+		return nil, &GuestError{Plugin: p.cfg.Name, Callback: "instantiate", Kind: ErrInstantiate, Err: err}
+	}
+	root := inst.root
+	root.scope = newCallScope(mctx, inst.guest, root)
+	root.scope.timer.Reset(inst.budget)
+	mod, err := p.runtime.InstantiateModule(root.scope.ctx, p.compiled, p.modCfg)
+	root.scope.timer.Stop()
+	if err == nil && root.scope.ctx.Err() != nil {
 		// The start section outlived its budget (a host function such as
 		// poll_oneoff returned at the deadline): wazero may have closed the
 		// module already, so it must not be used.
 		_ = mod.Close(ctx)
-		err = callCtx.Err()
+		err = root.scope.ctx.Err()
 	}
-	cancel()
 	if err != nil {
-		kind := inst.kindOf(ctx, callCtx, err)
+		kind := inst.kindOf(root.scope, err)
 		if kind == ErrTrap { // not necessarily the guest's doing: a memory over the limit, say
 			kind = ErrInstantiate
 		}
+		inst.Close(ctx)
 		return nil, &GuestError{Plugin: p.cfg.Name, Callback: "instantiate", Kind: kind, Err: err}
 	}
 	inst.mod = mod
@@ -84,34 +108,67 @@ func (p *Plugin) NewInstance(ctx context.Context, log LogSink) (*Instance, error
 		inst.Close(ctx)
 		return nil, &GuestError{Plugin: p.cfg.Name, Callback: "instantiate", Kind: ErrABIViolation, Err: err}
 	}
-	if err := inst.start(ctx); err != nil {
+	err = inst.start()
+	root.scope.end()
+	if err != nil {
 		inst.Close(ctx)
 		return nil, err
 	}
 	return inst, nil
 }
 
+// newInstance makes the host side of an instance; the caller creates the
+// wazero module.
+func (p *Plugin) newInstance(log LogSink) *Instance {
+	inst := &Instance{
+		plugin:        p,
+		guest:         abi.NewGuest(),
+		funcs:         make(map[abi.Callback]api.Function, 8),
+		nextContextID: rootContextID + 1,
+	}
+	inst.root = &rootContext{inst: inst, log: log}
+	return inst
+}
+
+// newRestored is newInstance for an instance restore will make: it runs no
+// guest code before its request, so it logs nowhere until then.
+func (p *Plugin) newRestored() *Instance { return p.newInstance(discardLog{}) }
+
+// discardLog is the log sink of an instance that belongs to no request yet.
+type discardLog struct{}
+
+func (discardLog) GuestLog(abi.LogLevel, []byte) {}
+func (discardLog) GuestOutput(uint32, []byte)    {}
+func (discardLog) LogLevel() abi.LogLevel        { return abi.LogCritical }
+
 // start runs the module's initialization and the root context's lifecycle
 // up to proxy_on_configure.
-func (inst *Instance) start(ctx context.Context) error {
+func (inst *Instance) start() error {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
 	cfg := inst.plugin.cfg
 	root := inst.root
 
+	// A prepared module's start function (a start section, which wazero
+	// would have run at instantiation) runs first.
+	if inst.plugin.prepared != nil && inst.plugin.prepared.HasStart {
+		if _, err := inst.call(root.scope, wasmbin.StartExport); err != nil {
+			return err
+		}
+	}
 	// A reactor exports _initialize (and maybe main, called after it); a
 	// command exports _start, which may end with proc_exit(0).
 	if inst.function(abi.ExportInit) != nil {
-		if _, err := inst.call(ctx, root, abi.ExportInit); err != nil {
+		if _, err := inst.call(root.scope, abi.ExportInit); err != nil {
 			return err
 		}
 		if inst.function(abi.ExportMain) != nil {
-			if _, err := inst.call(ctx, root, abi.ExportMain, 0, 0); err != nil {
+			if _, err := inst.call(root.scope, abi.ExportMain, 0, 0); err != nil {
 				return err
 			}
 		}
 	} else if inst.function(abi.ExportStart) != nil {
-		if _, err := inst.call(ctx, root, abi.ExportStart); err != nil {
+		if _, err := inst.call(root.scope, abi.ExportStart); err != nil {
 			var exit *abi.ExitError
 			if !errors.As(err, &exit) || exit.Code != 0 {
 				return err
@@ -121,7 +178,7 @@ func (inst *Instance) start(ctx context.Context) error {
 	}
 
 	root.phase = rootVMStart
-	ok, err := inst.callOr(ctx, root, abi.OnVMStart, 1, rootContextID, uint64(len(cfg.VMConfig)))
+	ok, err := inst.callOr(root.scope, abi.OnVMStart, 1, rootContextID, uint64(len(cfg.VMConfig)))
 	if err != nil {
 		return err
 	}
@@ -129,11 +186,11 @@ func (inst *Instance) start(ctx context.Context) error {
 		return inst.fail(abi.OnVMStart, ErrRejected, errors.New("proxy_on_vm_start returned false"))
 	}
 	root.phase = rootCreate
-	if _, err := inst.callOr(ctx, root, abi.OnContextCreate, 0, rootContextID, 0); err != nil {
+	if _, err := inst.callOr(root.scope, abi.OnContextCreate, 0, rootContextID, 0); err != nil {
 		return err
 	}
 	root.phase = rootConfigure
-	ok, err = inst.callOr(ctx, root, abi.OnConfigure, 1, rootContextID, uint64(len(cfg.PluginConfig)))
+	ok, err = inst.callOr(root.scope, abi.OnConfigure, 1, rootContextID, uint64(len(cfg.PluginConfig)))
 	if err != nil {
 		return err
 	}
@@ -146,10 +203,20 @@ func (inst *Instance) start(ctx context.Context) error {
 }
 
 // Close discards the instance. It is safe to call more than once and while
-// another goroutine is inside a call (that call fails).
+// another goroutine is inside a call: that call fails, and Close waits for
+// it before handing the instance's memory back for reuse.
 func (inst *Instance) Close(ctx context.Context) {
 	if inst.mod != nil {
 		_ = inst.mod.Close(ctx)
+	}
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	if inst.memory != nil {
+		inst.memoryPool.Put(inst.memory)
+		inst.memory = nil
+	}
+	if inst.root.scope != nil {
+		inst.root.scope.end()
 	}
 }
 
@@ -188,19 +255,40 @@ func (inst *Instance) function(name abi.Callback) api.Function {
 
 // callOr calls a callback the module may not export; absent, it "returns"
 // def. The caller holds inst.mu.
-func (inst *Instance) callOr(ctx context.Context, host abi.Host, cb abi.Callback, def uint64, params ...uint64) (uint64, error) {
+func (inst *Instance) callOr(scope *callScope, cb abi.Callback, def uint64, params ...uint64) (uint64, error) {
 	if inst.err != nil {
 		return 0, inst.err
 	}
-	if inst.function(cb) == nil {
+	if !inst.plugin.exported[cb] {
 		return def, nil
 	}
-	return inst.call(ctx, host, cb, params...)
+	return inst.call(scope, cb, params...)
 }
 
-// call runs one exported function of the guest under the plugin's time
-// budget, with host as the Host of its host calls. The caller holds inst.mu.
-func (inst *Instance) call(ctx context.Context, host abi.Host, name abi.Callback, params ...uint64) (uint64, error) {
+// call runs one exported function of the guest in scope, under the plugin's
+// time budget. The caller holds inst.mu.
+func (inst *Instance) call(scope *callScope, name abi.Callback, params ...uint64) (uint64, error) {
+	if index, ok := inst.plugin.dispatchIndex(name); ok {
+		var args [5]uint64
+		copy(args[:], params)
+		return inst.dispatch(scope, name, index, args)
+	}
+	copy(inst.stack[:], params)
+	return inst.run(scope, name, false)
+}
+
+// dispatch runs op through the prepared module's dispatcher, with args as
+// its a..e (see wasmbin.DispatchExport). A failure is traced to the
+// callback that was running, name if the dispatcher cannot tell.
+func (inst *Instance) dispatch(scope *callScope, name abi.Callback, op uint32, args [5]uint64) (uint64, error) {
+	inst.stack[0] = uint64(op)
+	copy(inst.stack[1:], args[:])
+	return inst.run(scope, name, true)
+}
+
+// run calls the guest function the stack is ready for: the dispatcher, or
+// the export name. The caller holds inst.mu.
+func (inst *Instance) run(scope *callScope, name abi.Callback, dispatched bool) (uint64, error) {
 	if inst.err != nil {
 		return 0, inst.err
 	}
@@ -210,22 +298,79 @@ func (inst *Instance) call(ctx context.Context, host abi.Host, name abi.Callback
 		// the closed module: its host calls would still act on the request.
 		return 0, inst.fail(name, ErrCanceled, errInstanceClosed)
 	}
-	fn := inst.function(name)
-	copy(inst.stack[:], params)
-	callCtx, cancel := context.WithTimeout(abi.WithCall(ctx, inst.guest, host), inst.budget)
-	err := fn.CallWithStack(callCtx, inst.stack[:])
-	if err == nil && callCtx.Err() != nil {
+	var fn api.Function
+	if dispatched {
+		fn = inst.function(wasmbin.DispatchExport)
+	} else {
+		fn = inst.function(name)
+	}
+	scope.timer.Reset(inst.budget)
+	err := fn.CallWithStack(scope.ctx, inst.stack[:])
+	scope.timer.Stop()
+	if err == nil && scope.ctx.Err() != nil {
 		// The call returned after its budget or its request ended (a host
 		// function such as poll_oneoff returned at the deadline). Whether
 		// wazero closed the module in the meantime is a race; either way
 		// the call failed, and is reported as such.
-		err = callCtx.Err()
+		err = scope.ctx.Err()
 	}
-	cancel()
 	if err != nil {
-		return 0, inst.fail(name, inst.kindOf(ctx, callCtx, err), err)
+		if dispatched {
+			name = inst.stepCallback(name)
+		}
+		return 0, inst.fail(name, inst.kindOf(scope, err), err)
 	}
 	return inst.stack[0], nil
+}
+
+// stepCallback names the callback the dispatcher was running when a call
+// failed, from its step global.
+func (inst *Instance) stepCallback(name abi.Callback) abi.Callback {
+	if cb, ok := inst.plugin.prepared.DispatchedCallback(inst.step()); ok {
+		return abi.Callback(cb)
+	}
+	return name
+}
+
+// step reads the dispatcher's step global: the index of the callback it
+// runs, or ran last.
+func (inst *Instance) step() uint32 {
+	if inst.stepGlobal == nil {
+		if inst.stepGlobal = inst.mod.ExportedGlobal(wasmbin.StepExport); inst.stepGlobal == nil {
+			return ^uint32(0)
+		}
+	}
+	return uint32(inst.stepGlobal.Get())
+}
+
+// callScope is where a series of guest calls runs: the root context's while
+// an instance starts, or one HTTP context's. Its context carries the Host
+// of the calls and ends when a call runs out of budget or the scope's parent
+// (the request) ends; one timer, re-armed for each call, enforces the
+// budget, instead of a timer context per call.
+type callScope struct {
+	parent  context.Context
+	ctx     context.Context
+	cancel  context.CancelFunc
+	timer   *time.Timer
+	expired atomic.Bool // the budget of a call ran out
+}
+
+func newCallScope(parent context.Context, guest *abi.Guest, host abi.Host) *callScope {
+	ctx, cancel := context.WithCancel(parent)
+	s := &callScope{parent: parent, ctx: abi.WithCall(ctx, guest, host), cancel: cancel}
+	s.timer = time.AfterFunc(time.Hour, func() {
+		s.expired.Store(true)
+		cancel()
+	})
+	s.timer.Stop()
+	return s
+}
+
+// end releases the scope; its calls are over.
+func (s *callScope) end() {
+	s.timer.Stop()
+	s.cancel()
 }
 
 // fail makes the instance unusable with a GuestError and returns it.
@@ -236,9 +381,9 @@ func (inst *Instance) fail(name abi.Callback, kind, err error) *GuestError {
 
 // kindOf classifies a failed guest call. What the guest raised itself
 // (proc_exit) or what a host function raised is checked first, so that no
-// exit code can pass for a host timeout; then the request's and the call's
-// contexts; anything else is a trap.
-func (inst *Instance) kindOf(ctx, callCtx context.Context, err error) error {
+// exit code can pass for a host timeout; then the request's context and the
+// call's budget; anything else is a trap.
+func (inst *Instance) kindOf(scope *callScope, err error) error {
 	var (
 		hostPanic *abi.HostPanic
 		exit      *abi.ExitError
@@ -249,9 +394,9 @@ func (inst *Instance) kindOf(ctx, callCtx context.Context, err error) error {
 		return ErrHostPanic
 	case errors.As(err, &exit):
 		return ErrExit
-	case ctx.Err() != nil:
+	case scope.parent.Err() != nil:
 		return ErrCanceled
-	case errors.Is(callCtx.Err(), context.DeadlineExceeded):
+	case scope.expired.Load():
 		return ErrTimeout
 	case inst.mod != nil && inst.mod.IsClosed():
 		return ErrCanceled // the host closed the instance (or its plugin) during the call

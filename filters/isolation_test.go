@@ -31,7 +31,7 @@ func TestFreshInstancePerRequestSharesNothing(t *testing.T) {
 	for i := range 5 {
 		t.Run(fmt.Sprint("request ", i), func(t *testing.T) {
 			_, hc, ex := newHTTP(t, p)
-			if _, err := hc.RequestHeaders(ctx, 0, true); err != nil {
+			if _, err := hc.RequestHeaders(0, true); err != nil {
 				t.Fatal(err)
 			}
 			ex.wantLogs(t, "count=1", "mem=1", "zero=0")
@@ -41,14 +41,14 @@ func TestFreshInstancePerRequestSharesNothing(t *testing.T) {
 	// The probe does see state that is shared: two contexts in one instance.
 	t.Run("control: one instance, two contexts", func(t *testing.T) {
 		inst, hc, ex := newHTTP(t, p)
-		if _, err := hc.RequestHeaders(ctx, 0, true); err != nil {
+		if _, err := hc.RequestHeaders(0, true); err != nil {
 			t.Fatal(err)
 		}
 		hc2, err := inst.NewHTTPContext(ctx, ex)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := hc2.RequestHeaders(ctx, 0, true); err != nil {
+		if _, err := hc2.RequestHeaders(0, true); err != nil {
 			t.Fatal(err)
 		}
 		ex.wantLogs(t, "count=1", "mem=1", "zero=0", "count=2", "mem=57005", "zero=48879")
@@ -61,7 +61,6 @@ func TestFreshInstancePerRequestSharesNothing(t *testing.T) {
 // Instances of one plugin are independent while they coexist, too.
 func TestConcurrentInstancesAreIndependent(t *testing.T) {
 	p := mustLoad(t, guest(t, counterGuest))
-	ctx := context.Background()
 	type pair struct {
 		hc *HTTPContext
 		ex *fakeExchange
@@ -73,7 +72,7 @@ func TestConcurrentInstancesAreIndependent(t *testing.T) {
 	}
 	for round := range 2 {
 		for _, l := range live {
-			if _, err := l.hc.RequestHeaders(ctx, 0, true); err != nil {
+			if _, err := l.hc.RequestHeaders(0, true); err != nil {
 				t.Fatal(err)
 			}
 			if round == 0 {
@@ -98,12 +97,12 @@ func TestGoSDKFilterPerRequestIsolation(t *testing.T) {
 		t.Helper()
 		req := ex.maps[abi.MapRequestHeaders]
 		req.pairs = append(req.pairs, [2]string{"x-replaced", "old"}, [2]string{"x-removed", "yes"})
-		if out, err := hc.RequestHeaders(ctx, len(req.pairs), false); err != nil || out != Continue {
+		if out, err := hc.RequestHeaders(len(req.pairs), false); err != nil || out != Continue {
 			t.Fatalf("RequestHeaders = %v, %v", out, err)
 		}
 		resp := ex.maps[abi.MapResponseHeaders]
 		resp.pairs = append(resp.pairs, [2]string{"x-upstream-secret", "s3cr3t"})
-		if out, err := hc.ResponseHeaders(ctx, len(resp.pairs), false); err != nil || out != Continue {
+		if out, err := hc.ResponseHeaders(len(resp.pairs), false); err != nil || out != Continue {
 			t.Fatalf("ResponseHeaders = %v, %v", out, err)
 		}
 	}
@@ -120,7 +119,7 @@ func TestGoSDKFilterPerRequestIsolation(t *testing.T) {
 		if resp.get("x-added") != "resp" || resp.get("x-upstream-secret") != "" {
 			t.Errorf("instance %d: response headers %q", i, resp.pairs)
 		}
-		if err := hc.Finish(ctx); err != nil {
+		if err := hc.Finish(); err != nil {
 			t.Fatal(err)
 		}
 		inst.Close(ctx)

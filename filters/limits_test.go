@@ -21,32 +21,32 @@ var streamCallbacks = []struct {
 	run func(context.Context, *HTTPContext) error
 }{
 	{abi.OnRequestHeaders, "(param i32 i32 i32) (result i32)", func(ctx context.Context, hc *HTTPContext) error {
-		_, err := hc.RequestHeaders(ctx, 1, false)
+		_, err := hc.RequestHeaders(1, false)
 		return err
 	}},
 	{abi.OnRequestBody, "(param i32 i32 i32) (result i32)", func(ctx context.Context, hc *HTTPContext) error {
-		_, err := hc.RequestBody(ctx, []byte("chunk"), true)
+		_, err := hc.RequestBody([]byte("chunk"), true)
 		return err
 	}},
 	{abi.OnRequestTrailers, "(param i32 i32) (result i32)", func(ctx context.Context, hc *HTTPContext) error {
-		_, err := hc.RequestTrailers(ctx, 1)
+		_, err := hc.RequestTrailers(1)
 		return err
 	}},
 	{abi.OnResponseHeaders, "(param i32 i32 i32) (result i32)", func(ctx context.Context, hc *HTTPContext) error {
-		_, err := hc.ResponseHeaders(ctx, 1, false)
+		_, err := hc.ResponseHeaders(1, false)
 		return err
 	}},
 	{abi.OnResponseBody, "(param i32 i32 i32) (result i32)", func(ctx context.Context, hc *HTTPContext) error {
-		_, err := hc.ResponseBody(ctx, []byte("chunk"), true)
+		_, err := hc.ResponseBody([]byte("chunk"), true)
 		return err
 	}},
 	{abi.OnResponseTrailers, "(param i32 i32) (result i32)", func(ctx context.Context, hc *HTTPContext) error {
-		_, err := hc.ResponseTrailers(ctx, 1)
+		_, err := hc.ResponseTrailers(1)
 		return err
 	}},
-	{abi.OnDone, "(param i32) (result i32)", func(ctx context.Context, hc *HTTPContext) error { return hc.Finish(ctx) }},
-	{abi.OnLog, "(param i32)", func(ctx context.Context, hc *HTTPContext) error { return hc.Finish(ctx) }},
-	{abi.OnDelete, "(param i32)", func(ctx context.Context, hc *HTTPContext) error { return hc.Finish(ctx) }},
+	{abi.OnDone, "(param i32) (result i32)", func(ctx context.Context, hc *HTTPContext) error { return hc.Finish() }},
+	{abi.OnLog, "(param i32)", func(ctx context.Context, hc *HTTPContext) error { return hc.Finish() }},
+	{abi.OnDelete, "(param i32)", func(ctx context.Context, hc *HTTPContext) error { return hc.Finish() }},
 }
 
 // failingIn returns a guest whose callback cb runs code and whose other
@@ -77,13 +77,13 @@ func wantUnusable(t *testing.T, inst *Instance, hc *HTTPContext, err error) {
 	if got := inst.Err(); got != err {
 		t.Errorf("Err() = %v, want the failure %v", got, err)
 	}
-	if _, got := hc.RequestHeaders(ctx, 0, true); got != err {
+	if _, got := hc.RequestHeaders(0, true); got != err {
 		t.Errorf("RequestHeaders after the failure = %v, want %v", got, err)
 	}
-	if _, got := hc.ResponseBody(ctx, nil, true); got != err {
+	if _, got := hc.ResponseBody(nil, true); got != err {
 		t.Errorf("ResponseBody after the failure = %v, want %v", got, err)
 	}
-	if got := hc.Finish(ctx); got != err {
+	if got := hc.Finish(); got != err {
 		t.Errorf("Finish after the failure = %v, want %v", got, err)
 	}
 	if _, got := inst.NewHTTPContext(ctx, newExchange()); got != err {
@@ -134,7 +134,7 @@ func TestTimeoutIsPerCall(t *testing.T) {
 	_, hc, _ := newHTTP(t, p)
 	start := time.Now()
 	for i := range 8 {
-		if _, err := hc.ResponseBody(context.Background(), []byte("x"), i == 7); err != nil {
+		if _, err := hc.ResponseBody([]byte("x"), i == 7); err != nil {
 			t.Fatalf("chunk %d: %v", i, err)
 		}
 		hc.TakeResponseBody()
@@ -161,7 +161,7 @@ func TestMemoryLimit(t *testing.T) {
 		t.Run(fmt.Sprint(limit), func(t *testing.T) {
 			p := mustLoad(t, module, func(c *Config) { c.Limits.MemoryLimit = limit })
 			inst, hc, ex := newHTTP(t, p)
-			_, err := hc.RequestHeaders(context.Background(), 0, true)
+			_, err := hc.RequestHeaders(0, true)
 			ge := wantGuestError(t, err, ErrMemoryLimit)
 			if ge.Reason() != "memory_limit" {
 				t.Errorf("Reason() = %q", ge.Reason())
@@ -182,7 +182,7 @@ func TestOutOfBoundsBelowTheLimitIsATrap(t *testing.T) {
     (i32.store (i32.const 65536) (i32.const 1))
     (i32.const 0))`))
 	_, hc, _ := newHTTP(t, p)
-	_, err := hc.RequestHeaders(context.Background(), 0, true)
+	_, err := hc.RequestHeaders(0, true)
 	wantGuestError(t, err, ErrTrap)
 	wantErrorContaining(t, err, "out of bounds memory access")
 }
@@ -219,7 +219,7 @@ func TestUnboundedRecursionTraps(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	start := time.Now()
-	_, err := hc.RequestHeaders(context.Background(), 0, true)
+	_, err := hc.RequestHeaders(0, true)
 	runtime.ReadMemStats(&after)
 	wantGuestError(t, err, ErrTrap)
 	wantErrorContaining(t, err, "stack overflow")
@@ -240,7 +240,7 @@ func TestProcExitIsAnExitWhateverTheCode(t *testing.T) {
 		t.Run(fmt.Sprintf("%#x", code), func(t *testing.T) {
 			inst, hc, _ := newHTTP(t, p)
 			start := time.Now()
-			_, err := hc.RequestHeaders(context.Background(), int(code), true)
+			_, err := hc.RequestHeaders(int(code), true)
 			ge := wantGuestError(t, err, ErrExit)
 			if errors.Is(err, ErrTimeout) || errors.Is(err, ErrCanceled) {
 				t.Errorf("exit %#x passes for a timeout or cancellation: %v", code, err)
@@ -263,30 +263,28 @@ func TestProcExitIsAnExitWhateverTheCode(t *testing.T) {
 // H39: the request's context ending stops the call, whatever the budget.
 func TestCanceledRequestStopsTheCall(t *testing.T) {
 	p := mustLoad(t, guest(t, failingIn(abi.OnRequestHeaders, "(call $spin)")), withTimeout(time.Minute))
+	// The HTTP context lives in the request's context; each case ends that
+	// context at a different time.
 	for _, tc := range []struct {
 		name string
-		ctx  func() (context.Context, context.CancelFunc)
+		end  func(cancel context.CancelFunc)
 	}{
-		{"canceled during the call", func() (context.Context, context.CancelFunc) {
-			ctx, cancel := context.WithCancel(context.Background())
-			time.AfterFunc(30*time.Millisecond, cancel)
-			return ctx, cancel
-		}},
-		{"canceled before the call", func() (context.Context, context.CancelFunc) {
-			ctx, cancel := context.WithCancel(context.Background())
-			cancel()
-			return ctx, cancel
-		}},
-		{"request deadline", func() (context.Context, context.CancelFunc) {
-			return context.WithTimeout(context.Background(), 30*time.Millisecond)
-		}},
+		{"canceled during the call", func(cancel context.CancelFunc) { time.AfterFunc(30*time.Millisecond, cancel) }},
+		{"canceled before the call", func(cancel context.CancelFunc) { cancel() }},
+		{"request deadline", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			inst, hc, _ := newHTTP(t, p)
-			ctx, cancel := tc.ctx()
+			ctx, cancel := context.WithCancel(context.Background())
+			if tc.end == nil {
+				ctx, cancel = context.WithTimeout(context.Background(), 100*time.Millisecond)
+			}
 			defer cancel()
+			inst, hc, _ := newHTTPFor(t, p, ctx)
+			if tc.end != nil {
+				tc.end(cancel)
+			}
 			start := time.Now()
-			_, err := hc.RequestHeaders(ctx, 0, true)
+			_, err := hc.RequestHeaders(0, true)
 			ge := wantGuestError(t, err, ErrCanceled)
 			if errors.Is(err, ErrTimeout) || ge.Reason() != "canceled" {
 				t.Errorf("cancellation reported as %v (%s)", err, ge.Reason())
@@ -341,7 +339,7 @@ func TestActionValues(t *testing.T) {
 	} {
 		t.Run(fmt.Sprint(tc.raw), func(t *testing.T) {
 			inst, hc, _ := newHTTP(t, p)
-			out, err := hc.RequestHeaders(context.Background(), int(tc.raw), true)
+			out, err := hc.RequestHeaders(int(tc.raw), true)
 			if tc.err == nil {
 				if err != nil || out != tc.want {
 					t.Fatalf("RequestHeaders = %v, %v; want %v", out, err, tc.want)
@@ -379,7 +377,7 @@ func TestPollOneoffSleepIsCutAtTheBudget(t *testing.T) {
     (i32.const 0))`), withTimeout(budget))
 			_, hc, _ := newHTTP(t, p)
 			start := time.Now()
-			_, err := hc.RequestHeaders(context.Background(), 0, true)
+			_, err := hc.RequestHeaders(0, true)
 			elapsed := time.Since(start)
 			wantGuestError(t, err, ErrTimeout)
 			if elapsed < budget || elapsed > 3*time.Second {
@@ -445,7 +443,7 @@ func TestMisbehavingAllocators(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := mustLoad(t, guestbuild.WATText(t, module(tc.alloc)))
 			_, hc, ex := newHTTP(t, p)
-			_, err := hc.RequestHeaders(context.Background(), 0, true)
+			_, err := hc.RequestHeaders(0, true)
 			if tc.kind == nil {
 				if err != nil {
 					t.Fatal(err)
@@ -468,7 +466,7 @@ func TestHostPanicIsRecovered(t *testing.T) {
     (i32.const 0))`))
 	inst, hc, ex := newHTTP(t, p)
 	ex.panicOn = "request.path"
-	_, err := hc.RequestHeaders(context.Background(), 0, true)
+	_, err := hc.RequestHeaders(0, true)
 	ge := wantGuestError(t, err, ErrHostPanic)
 	if ge.Reason() != "host_panic" {
 		t.Errorf("Reason() = %q", ge.Reason())
@@ -487,7 +485,7 @@ func TestViolationFromTheEmbedder(t *testing.T) {
 	p := mustLoad(t, guest(t, `
   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 1))`))
 	inst, hc, _ := newHTTP(t, p)
-	if out, err := hc.RequestHeaders(context.Background(), 0, true); err != nil || out != Pause {
+	if out, err := hc.RequestHeaders(0, true); err != nil || out != Pause {
 		t.Fatalf("RequestHeaders = %v, %v; want pause", out, err)
 	}
 	cause := errors.New("paused with nothing pending")
@@ -507,7 +505,7 @@ func TestCallsOnAClosedInstanceDoNotRunTheGuest(t *testing.T) {
 	inst, hc, ex := newHTTP(t, p)
 	inst.Close(context.Background())
 	inst.Close(context.Background()) // twice is fine
-	_, err := hc.RequestHeaders(context.Background(), 0, true)
+	_, err := hc.RequestHeaders(0, true)
 	wantGuestError(t, err, ErrCanceled)
 	ex.wantLogs(t)
 	wantUnusable(t, inst, hc, err)
@@ -528,7 +526,7 @@ func TestClosingDuringACallStopsIt(t *testing.T) {
 			inst, hc, _ := newHTTP(t, p)
 			time.AfterFunc(30*time.Millisecond, func() { tc.close(p, inst) })
 			start := time.Now()
-			_, err := hc.RequestHeaders(context.Background(), 0, true)
+			_, err := hc.RequestHeaders(0, true)
 			wantGuestError(t, err, ErrCanceled)
 			if elapsed := time.Since(start); elapsed > 3*time.Second {
 				t.Errorf("the call ran %v after the close", elapsed)

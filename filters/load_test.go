@@ -436,7 +436,7 @@ func TestLoadAcceptsEachABIVersion(t *testing.T) {
 			// The callback gets its context id and header count, whatever
 			// the number of parameters its version has.
 			_, hc, ex := newHTTP(t, p)
-			if out, err := hc.RequestHeaders(context.Background(), 5, true); err != nil || out != Continue {
+			if out, err := hc.RequestHeaders(5, true); err != nil || out != Continue {
 				t.Fatalf("RequestHeaders = %v, %v", out, err)
 			}
 			ex.wantLogs(t, "context=2", "headers=5")
@@ -474,13 +474,24 @@ func TestLoadCommandModules(t *testing.T) {
 	}
 	t.Run("exit 0", func(t *testing.T) {
 		sink := newExchange()
-		p := mustLoad(t, guest(t, body(0)), func(c *Config) { c.LoadLog = sink })
+		p := mustLoad(t, guest(t, body(0)), freshStart, func(c *Config) { c.LoadLog = sink })
 		sink.wantLogs(t, "started", "vm_start")
 		_, hc, ex := newHTTP(t, p)
-		if _, err := hc.RequestHeaders(context.Background(), 0, true); err != nil {
+		if _, err := hc.RequestHeaders(0, true); err != nil {
 			t.Fatal(err)
 		}
 		ex.wantLogs(t, "started", "vm_start", "request")
+	})
+	t.Run("exit 0, restored from the snapshot", func(t *testing.T) {
+		p := mustLoad(t, guest(t, body(0)))
+		if p.StartMode() != "snapshot" {
+			t.Fatalf("start mode %q", p.StartMode())
+		}
+		_, hc, ex := newHTTP(t, p)
+		if _, err := hc.RequestHeaders(0, true); err != nil {
+			t.Fatal(err)
+		}
+		ex.wantLogs(t, "request") // started and configured once, at load
 	})
 	t.Run("exit 3", func(t *testing.T) {
 		err := loadErr(t, guest(t, body(3)))
@@ -654,7 +665,7 @@ func TestLoadAcceptsRealGuests(t *testing.T) {
 				s.Locals > maxLocals/4 || s.Entries > maxEntries/4 || s.Types > maxTypes/4 {
 				t.Errorf("within 4x of a limit: %+v", *s)
 			}
-			if err := checkShape(g.module, testLimits); err != nil {
+			if _, err := checkShape(g.module, testLimits); err != nil {
 				t.Fatal(err)
 			}
 			if g.loads {

@@ -7,6 +7,7 @@ package filters
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -17,6 +18,7 @@ import (
 	"github.com/tetratelabs/wazero"
 
 	"github.com/sluice-edge/sluice/abi"
+	"github.com/sluice-edge/sluice/filters/internal/cowmem"
 	"github.com/sluice-edge/sluice/filters/internal/wasmbin"
 )
 
@@ -107,6 +109,16 @@ type Config struct {
 	CompilationCache wazero.CompilationCache
 	// LoadLog receives what the filter logs while Load starts it; may be nil.
 	LoadLog LogSink
+	// DisableSnapshot makes every instance start from scratch (instantiate,
+	// _initialize, proxy_on_vm_start, proxy_on_configure) instead of from
+	// a snapshot taken after configuration. Slower; for filters whose
+	// start-up must differ per request, and for comparisons.
+	DisableSnapshot bool
+	// Prewarm is how many instances, restored from the snapshot, the
+	// plugin keeps ready for the next requests; 0 keeps none. Restoring
+	// runs no guest code, so a ready instance is as fresh as one made on
+	// demand.
+	Prewarm int
 }
 
 // Plugin is a compiled, validated filter with its configuration. It is safe
@@ -119,6 +131,12 @@ type Plugin struct {
 	runtime  wazero.Runtime
 	compiled wazero.CompiledModule
 	modCfg   wazero.ModuleConfig
+
+	warm        *warmInstances    // nil: instances are made on demand
+	prepared    *wasmbin.Prepared // nil: the module runs as it is
+	freshMemory *cowmem.Pool      // memories starting as the data image; nil if not prepared
+	snapshot    *snapshot         // nil: every instance starts fresh
+	startMode   string            // how instances start, and why, for operators
 }
 
 // Load compiles and validates a filter, then starts one instance of it to
@@ -130,7 +148,8 @@ func Load(ctx context.Context, cfg Config) (*Plugin, error) {
 	if len(cfg.Module) > MaxModuleSize {
 		return nil, fmt.Errorf("module is %d bytes, limit %d", len(cfg.Module), MaxModuleSize)
 	}
-	if err := checkShape(cfg.Module, cfg.Limits); err != nil {
+	shape, err := checkShape(cfg.Module, cfg.Limits)
+	if err != nil {
 		return nil, err
 	}
 
@@ -143,9 +162,28 @@ func Load(ctx context.Context, cfg Config) (*Plugin, error) {
 	p := &Plugin{cfg: cfg, runtime: wazero.NewRuntimeWithConfig(ctx, rc)}
 	sum := sha256.Sum256(cfg.Module)
 	p.digest = "sha256:" + hex.EncodeToString(sum[:])
-	if err := p.compile(ctx); err != nil {
+	module := cfg.Module
+	switch prepared, err := wasmbin.Prepare(cfg.Module, dispatchSpec); {
+	case err == nil:
+		p.prepared, module = prepared, prepared.Module
+		if p.freshMemory, err = cowmem.NewPool(prepared.Memory, p.memoryReserve(), idleMemoriesPerPool); err != nil {
+			_ = p.Close(ctx)
+			return nil, fmt.Errorf("mapping the initial memory: %w", err)
+		}
+	case errors.Is(err, wasmbin.ErrNotPreparable):
+		p.startMode = "fresh, unprepared: " + err.Error()
+	default:
 		_ = p.runtime.Close(ctx)
+		return nil, fmt.Errorf("not a WebAssembly module: %w", err)
+	}
+	if err := p.compile(ctx, module); err != nil {
+		_ = p.Close(ctx)
 		return nil, err
+	}
+	// Compiled and mapped: the plugin keeps neither binary nor image.
+	p.cfg.Module = nil
+	if p.prepared != nil {
+		p.prepared.Module, p.prepared.Memory = nil, nil
 	}
 
 	// Start one instance now, so that a filter that rejects its
@@ -160,53 +198,75 @@ func Load(ctx context.Context, cfg Config) (*Plugin, error) {
 		}
 		return nil, err
 	}
-	inst.Close(ctx)
+	defer inst.Close(ctx)
+
+	// That instance, configured and unused, is the snapshot every request's
+	// instance will start from.
+	switch refusal := ""; {
+	case p.prepared == nil:
+	case cfg.DisableSnapshot:
+		p.startMode = "fresh: snapshots disabled"
+	default:
+		if refusal = snapshotRefusal(shape, p.prepared); refusal != "" {
+			p.startMode = "fresh: " + refusal
+			break
+		}
+		if p.snapshot, err = p.takeSnapshot(inst); err != nil {
+			_ = p.Close(ctx)
+			return nil, fmt.Errorf("taking the snapshot: %w", err)
+		}
+		p.startMode = "snapshot"
+		if cfg.Prewarm > 0 {
+			p.startWarming(cfg.Prewarm)
+		}
+	}
 	return p, nil
 }
 
 // checkShape refuses modules whose declared sizes would make every instance
-// expensive, before the compiler spends time on them.
-func checkShape(module []byte, limits Limits) error {
+// expensive, before the compiler spends time on them, and returns the
+// module's summary.
+func checkShape(module []byte, limits Limits) (*wasmbin.Summary, error) {
 	s, err := wasmbin.Summarize(module)
 	if err != nil {
-		return fmt.Errorf("not a WebAssembly module: %w", err)
+		return nil, fmt.Errorf("not a WebAssembly module: %w", err)
 	}
 	switch {
 	case s.ImportsMem:
-		return errors.New("module imports its memory; a filter must define and export its own")
+		return nil, errors.New("module imports its memory; a filter must define and export its own")
 	case s.ImportsTable:
-		return errors.New("module imports a table; a filter must define its own")
+		return nil, errors.New("module imports a table; a filter must define its own")
 	case s.Functions > maxFunctions:
-		return fmt.Errorf("module defines %d functions, limit %d", s.Functions, maxFunctions)
+		return nil, fmt.Errorf("module defines %d functions, limit %d", s.Functions, maxFunctions)
 	case s.Globals > maxGlobals:
-		return fmt.Errorf("module defines %d globals, limit %d", s.Globals, maxGlobals)
+		return nil, fmt.Errorf("module defines %d globals, limit %d", s.Globals, maxGlobals)
 	case s.TableMin > maxTableSize:
-		return fmt.Errorf("module tables need %d elements, limit %d", s.TableMin, maxTableSize)
+		return nil, fmt.Errorf("module tables need %d elements, limit %d", s.TableMin, maxTableSize)
 	case s.DataBytes > limits.MemoryLimit:
-		return fmt.Errorf("module data segments are %d bytes, more than memory_limit %d", s.DataBytes, limits.MemoryLimit)
+		return nil, fmt.Errorf("module data segments are %d bytes, more than memory_limit %d", s.DataBytes, limits.MemoryLimit)
 	case s.MaxNesting > maxNesting:
-		return fmt.Errorf("module function %d nests blocks %d deep, limit %d", s.MaxNestingFunc, s.MaxNesting, maxNesting)
+		return nil, fmt.Errorf("module function %d nests blocks %d deep, limit %d", s.MaxNestingFunc, s.MaxNesting, maxNesting)
 	case s.MaxBodySize > maxFunctionSize:
-		return fmt.Errorf("module function %d is %d bytes, limit %d", s.MaxBodyFunc, s.MaxBodySize, maxFunctionSize)
+		return nil, fmt.Errorf("module function %d is %d bytes, limit %d", s.MaxBodyFunc, s.MaxBodySize, maxFunctionSize)
 	case s.MaxLocals > maxFunctionLocals:
-		return fmt.Errorf("module function %d declares %d locals, limit %d", s.MaxLocalsFunc, s.MaxLocals, maxFunctionLocals)
+		return nil, fmt.Errorf("module function %d declares %d locals, limit %d", s.MaxLocalsFunc, s.MaxLocals, maxFunctionLocals)
 	case s.Locals > maxLocals:
-		return fmt.Errorf("module functions declare %d locals in all, limit %d", s.Locals, maxLocals)
+		return nil, fmt.Errorf("module functions declare %d locals in all, limit %d", s.Locals, maxLocals)
 	case s.Types > maxTypes:
-		return fmt.Errorf("module declares %d function types, limit %d", s.Types, maxTypes)
+		return nil, fmt.Errorf("module declares %d function types, limit %d", s.Types, maxTypes)
 	case s.Entries > maxEntries:
-		return fmt.Errorf("module sections have %d entries in all, limit %d", s.Entries, maxEntries)
+		return nil, fmt.Errorf("module sections have %d entries in all, limit %d", s.Entries, maxEntries)
 	}
-	return nil
+	return s, nil
 }
 
 // compile compiles the module and checks its imports and exports against
 // the ABI.
-func (p *Plugin) compile(ctx context.Context) error {
+func (p *Plugin) compile(ctx context.Context, module []byte) error {
 	if err := abi.InstantiateHostModules(ctx, p.runtime); err != nil {
 		return fmt.Errorf("registering host functions: %w", err)
 	}
-	compiled, err := p.runtime.CompileModule(ctx, p.cfg.Module)
+	compiled, err := p.runtime.CompileModule(ctx, module)
 	if err != nil {
 		return fmt.Errorf("compiling module: %w", err)
 	}
@@ -220,9 +280,29 @@ func (p *Plugin) compile(ctx context.Context) error {
 	p.modCfg = wazero.NewModuleConfig().
 		WithName("").         // anonymous: many instances of one module coexist
 		WithStartFunctions(). // the instance runs _initialize or _start under a time budget
+		// Sluice's own WASI functions serve guests; wazero's system context
+		// only needs sources that cost nothing to set up. Its default
+		// randomness is a seeded math/rand, a quarter of a small module's
+		// instantiation.
+		WithRandSource(rand.Reader).
 		WithSysWalltime().WithSysNanotime()
 	return nil
 }
+
+// dispatchSpec says what instances call through the prepared module's
+// dispatcher: every callback, proxy_on_context_create run ahead of a
+// request's first callback, and proxy_on_done, proxy_on_log and
+// proxy_on_delete in one call.
+var dispatchSpec = func() wasmbin.DispatchSpec {
+	spec := wasmbin.DispatchSpec{
+		Create:   string(abi.OnContextCreate),
+		Sequence: []string{string(abi.OnDone), string(abi.OnLog), string(abi.OnDelete)},
+	}
+	for _, cb := range abi.Callbacks {
+		spec.Callbacks = append(spec.Callbacks, string(cb))
+	}
+	return spec
+}()
 
 // checkImports refuses imports the host does not provide, naming each.
 func checkImports(m wazero.CompiledModule) error {
@@ -268,10 +348,15 @@ func checkExports(m wazero.CompiledModule) (abi.Version, map[abi.Callback]bool, 
 	if _, ok := m.ExportedMemories()[abi.ExportMemory]; !ok {
 		return "", nil, abi.ErrNoMemory
 	}
-	_, hasAlloc := funcs[abi.ExportAllocate]
-	_, hasMalloc := funcs[abi.ExportMalloc]
-	if !hasAlloc && !hasMalloc {
-		return "", nil, abi.ErrNoAllocator
+	alloc, ok := funcs[abi.ExportAllocate]
+	if !ok {
+		if alloc, ok = funcs[abi.ExportMalloc]; !ok {
+			return "", nil, abi.ErrNoAllocator
+		}
+	}
+	if !abi.AllocatorSignature.Equal(alloc.ParamTypes(), alloc.ResultTypes()) {
+		return "", nil, fmt.Errorf("export %s has type %s, want %s", alloc.ExportNames()[0],
+			abi.FormatSignature(alloc.ParamTypes(), alloc.ResultTypes()), abi.AllocatorSignature)
 	}
 
 	exported := map[abi.Callback]bool{}
@@ -314,8 +399,56 @@ func (p *Plugin) Exports(cb abi.Callback) bool { return p.exported[cb] }
 // Close releases the compiled module and the runtime. Instances still running
 // fail their next call.
 func (p *Plugin) Close(ctx context.Context) error {
-	return p.runtime.Close(ctx)
+	if p.warm != nil {
+		p.warm.close()
+	}
+	err := p.runtime.Close(ctx)
+	if p.freshMemory != nil {
+		p.freshMemory.Close()
+	}
+	if p.snapshot != nil {
+		p.snapshot.memory.Close()
+	}
+	return err
 }
+
+// dispatchIndex returns the index of callback name in the prepared module's
+// dispatcher, if it has one for it.
+func (p *Plugin) dispatchIndex(name abi.Callback) (uint32, bool) {
+	if p.prepared == nil {
+		return 0, false
+	}
+	index, ok := p.prepared.Dispatch[string(name)]
+	return index, ok
+}
+
+// createsFirst reports whether an HTTP context's proxy_on_context_create
+// can run in the same call as its first callback.
+func (p *Plugin) createsFirst() bool {
+	if p.prepared == nil || !p.prepared.CanCreateFirst() {
+		return false
+	}
+	_, ok := p.prepared.Dispatch[string(abi.OnContextCreate)]
+	return ok
+}
+
+// createIndex is the dispatcher's index of proxy_on_context_create.
+func (p *Plugin) createIndex() uint32 {
+	return p.prepared.Dispatch[string(abi.OnContextCreate)]
+}
+
+// sequenceOp returns the dispatcher op that runs proxy_on_done,
+// proxy_on_log and proxy_on_delete, if the module has one.
+func (p *Plugin) sequenceOp() (uint32, bool) {
+	if p.prepared == nil {
+		return 0, false
+	}
+	return p.prepared.SequenceOp()
+}
+
+// StartMode says how the plugin's instances start ("snapshot", or "fresh"
+// and why), for operators.
+func (p *Plugin) StartMode() string { return p.startMode }
 
 // lastErrorLog remembers the last error a starting filter logged, to explain
 // a rejected configuration, and passes everything on.

@@ -22,6 +22,7 @@ type rootContext struct {
 	inst  *Instance
 	log   LogSink
 	phase rootPhase
+	scope *callScope // of the start-up calls; nil for a restored instance
 }
 
 // HeaderMap implements abi.Host: the root context has no request.

@@ -13,8 +13,11 @@ import (
 	"sync"
 )
 
-// ErrTooLarge is returned for an image larger than the reservation.
-var ErrTooLarge = errors.New("cowmem: image larger than the memory reservation")
+// Errors of NewPool and Get.
+var (
+	ErrTooLarge = errors.New("cowmem: image larger than the memory reservation")
+	ErrClosed   = errors.New("cowmem: pool closed")
+)
 
 // Pool hands out memories that start as its image, each with room to grow to
 // reserve bytes. It keeps up to keep released memories for reuse. It is safe
@@ -23,8 +26,13 @@ type Pool struct {
 	image   *image
 	reserve uint64
 	keep    int
+	// small is a copy of a small image: resetting a memory by copying it
+	// back is cheaper than asking the kernel to drop the pages.
+	small []byte
 
-	mu     sync.Mutex
+	// mu guards free; the image stays open while a reader holds it, so
+	// Close cannot close the image's descriptor under a mapping being made.
+	mu     sync.RWMutex
 	free   []*Memory
 	closed bool
 }
@@ -39,8 +47,17 @@ func NewPool(contents []byte, reserve uint64, keep int) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Pool{image: img, reserve: reserve, keep: keep}, nil
+	p := &Pool{image: img, reserve: reserve, keep: keep}
+	if len(contents) <= copyResetLimit {
+		p.small = append([]byte(nil), contents...)
+	}
+	return p, nil
 }
+
+// copyResetLimit is the largest memory reset by copying; larger ones are
+// reset by dropping their pages. A 64 KiB copy costs about a microsecond,
+// an madvise of as many pages several.
+const copyResetLimit = 256 << 10
 
 // Get returns a memory holding the image, from the pool or new.
 func (p *Pool) Get() (*Memory, error) {
@@ -52,6 +69,11 @@ func (p *Pool) Get() (*Memory, error) {
 		return m, nil
 	}
 	p.mu.Unlock()
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return nil, ErrClosed
+	}
 	return p.image.mapMemory(p.reserve)
 }
 
@@ -62,7 +84,15 @@ func (p *Pool) Put(m *Memory) {
 	if m == nil {
 		return
 	}
-	if err := m.reset(); err != nil {
+	if p.small != nil && m.high <= copyResetLimit {
+		// Only what was handed out (up to high) can have been written.
+		n := min(uint64(len(p.small)), m.high)
+		copy(m.buf[:n], p.small[:n])
+		if m.high > n {
+			clear(m.buf[n:m.high])
+		}
+		m.size, m.high = 0, 0
+	} else if err := m.reset(); err != nil {
 		m.release()
 		return
 	}
@@ -82,11 +112,11 @@ func (p *Pool) Close() {
 	p.mu.Lock()
 	free := p.free
 	p.free, p.closed = nil, true
+	p.image.close()
 	p.mu.Unlock()
 	for _, m := range free {
 		m.release()
 	}
-	p.image.close()
 }
 
 // Size is the image's size in bytes, a multiple of the page size.

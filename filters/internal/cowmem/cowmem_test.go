@@ -122,3 +122,26 @@ func TestConcurrentMemoriesStayIsolated(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// Get after Close fails, even while another goroutine closes the pool
+// (run with -race): an image's descriptor is never closed under a mapping.
+func TestGetRacingClose(t *testing.T) {
+	for range 20 {
+		p, _ := NewPool(testImage(t, 65536), 65536, 0)
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for range 20 {
+				if m, err := p.Get(); err == nil {
+					p.Put(m)
+				} else if err != ErrClosed {
+					t.Error(err)
+				}
+			}
+		})
+		p.Close()
+		wg.Wait()
+		if _, err := p.Get(); err != ErrClosed {
+			t.Fatalf("Get after Close: %v", err)
+		}
+	}
+}

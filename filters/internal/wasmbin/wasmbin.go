@@ -61,6 +61,10 @@ type Summary struct {
 	MaxLocals      uint64 // most locals one function declares, parameters not counted
 	MaxLocalsFunc  uint32 // index of the first function reaching MaxLocals
 	Locals         uint64 // locals all functions declare
+
+	// What the code does that decides how instances may start (see Prepare).
+	UsesDataSegments bool // memory.init or data.drop
+	WritesTables     bool // table.set, table.grow, table.fill, table.copy, table.init or elem.drop
 }
 
 // Summarize walks the sections of a module, their entries, and the
@@ -311,6 +315,8 @@ func (s *Summary) readCode(r *reader) {
 		body := r.sub(int(size))
 		locals := body.locals()
 		depth := body.instructions()
+		s.UsesDataSegments = s.UsesDataSegments || body.usesData
+		s.WritesTables = s.WritesTables || body.writesTables
 		if body.err == nil && body.pos != len(body.b) {
 			body.fail("code after the body's end")
 		}
@@ -495,6 +501,9 @@ func (r *reader) instructions() (deepest uint32) {
 			}
 			depth--
 		case immU32:
+			if op == 0x26 { // table.set
+				r.writesTables = true
+			}
 			r.u32()
 		case immU32x2:
 			r.u32()
@@ -533,7 +542,14 @@ func (r *reader) instructions() (deepest uint32) {
 }
 
 func (r *reader) prefixFC() {
-	switch op := r.u32(); op {
+	op := r.u32()
+	switch op {
+	case 0x08, 0x09: // memory.init, data.drop
+		r.usesData = true
+	case 0x0c, 0x0d, 0x0e, 0x0f, 0x11: // table.init, elem.drop, table.copy, table.grow, table.fill
+		r.writesTables = true
+	}
+	switch op {
 	case 0, 1, 2, 3, 4, 5, 6, 7: // trunc_sat
 	case 0x09, 0x0b, 0x0d, 0x0f, 0x10, 0x11: // data.drop; memory.fill; elem.drop; table.grow, size, fill
 		r.u32()
@@ -614,6 +630,9 @@ type reader struct {
 	pos  int
 	base int // offset of b in the module, for errors
 	err  error
+
+	usesData     bool // the code read so far uses data segments
+	writesTables bool // the code read so far writes tables
 }
 
 func (r *reader) done() bool { return r.err != nil || r.pos >= len(r.b) }

@@ -1,0 +1,376 @@
+package wasmbin
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// ErrNotPreparable is wrapped by Prepare's errors: the module is valid but
+// must be instantiated as it is.
+var ErrNotPreparable = errors.New("module cannot be prepared")
+
+// Names Prepare exports. They cannot collide with a Proxy-Wasm name.
+const (
+	StartExport        = "sluice:start"
+	globalExportPrefix = "sluice:global:"
+)
+
+// GlobalExport is the export name Prepare gives the global at index.
+func GlobalExport(index uint32) string {
+	return globalExportPrefix + strconv.FormatUint(uint64(index), 10)
+}
+
+// Global is a mutable global a prepared module exports.
+type Global struct {
+	Index uint32 // in the module's global index space
+	Type  byte   // value type: 0x7f i32, 0x7e i64, 0x7d f32, 0x7c f64, or another
+}
+
+// Prepared is a module rewritten so that the host decides how each instance
+// starts. Custom sections other than "name" are dropped.
+type Prepared struct {
+	// Module is the rewritten binary: the original without its data
+	// segments and start section, exporting its start function and its
+	// mutable globals.
+	Module []byte
+	// Memory is what linear memory holds right after instantiation: the
+	// active data segments applied to zeros. The host hands each instance a
+	// memory starting with it.
+	Memory []byte
+	// MinPages is the memory's declared minimum, in 64 KiB pages.
+	MinPages uint32
+	// HasStart reports that the module had a start function, now exported
+	// as StartExport for the host to call.
+	HasStart bool
+	// Globals are the mutable globals, exported as GlobalExport(Index).
+	Globals []Global
+	// Dispatch maps the callbacks DispatchExport calls to their index, the
+	// low byte of its first argument. Empty when the module has no
+	// dispatcher.
+	Dispatch map[string]uint32
+
+	sequenceOp  uint32
+	hasSequence bool
+	createFirst bool
+}
+
+// Prepare rewrites a module (which Summarize accepted) so that:
+//
+//   - its active data segments are applied by the host, from Memory, not by
+//     wazero at every instantiation (one allocation and copy per segment:
+//     35,000 of them in a stock-Go module);
+//   - its start function runs only when the host calls it, so an instance
+//     restored from a snapshot does not initialize again;
+//   - its mutable globals are exported, so a snapshot can read and restore
+//     them;
+//   - a dispatcher (DispatchExport) calls the exported functions dispatch
+//     names that take only i32s, alone or in sequence.
+//
+// It refuses (ErrNotPreparable) modules whose code uses data segments
+// (memory.init, data.drop), whose data offsets are not constants, or whose
+// memory is imported or missing: those are instantiated unchanged.
+func Prepare(module []byte, dispatch DispatchSpec) (*Prepared, error) {
+	s, err := Summarize(module)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case s.UsesDataSegments:
+		return nil, fmt.Errorf("%w: its code uses data segments (memory.init or data.drop)", ErrNotPreparable)
+	case s.ImportsMem:
+		return nil, fmt.Errorf("%w: it imports its memory", ErrNotPreparable)
+	}
+
+	p := &Prepared{}
+	var (
+		out           = append(make([]byte, 0, len(module)), header...)
+		exports       []byte // the export section's entries
+		exportCount   uint32
+		exportsPlaced bool
+		importedGlobs uint32
+		memories      int
+		names         = map[string]bool{}
+	)
+	// The start section comes after the exports, which must name its
+	// function: find it first.
+	startFunc, hasStart := findStart(module)
+	p.HasStart = hasStart
+	plan := planDispatch(module, dispatch)
+	if plan != nil {
+		p.Dispatch = plan.index
+		p.sequenceOp, p.hasSequence = plan.sequenceOp()
+		p.createFirst = plan.create >= 0
+	}
+	globalsPlaced := plan == nil
+	// placeGlobals adds the dispatcher's step global: as a global section
+	// of its own when the module has none.
+	placeGlobals := func() {
+		if !globalsPlaced {
+			globalsPlaced = true
+			out = appendSection(out, SectionGlobal, appendU32(nil, 1), stepGlobal)
+		}
+	}
+	// appendEntry rebuilds a vector section with one more entry.
+	appendEntry := func(id byte, body *reader, entry []byte) {
+		n := body.u32()
+		out = appendSection(out, id, appendU32(nil, n+1), body.b[body.pos:], entry)
+		body.pos = len(body.b)
+	}
+
+	placeExports := func() {
+		if exportsPlaced {
+			return
+		}
+		exportsPlaced = true
+		for _, g := range p.Globals {
+			exports = appendName(exports, GlobalExport(g.Index))
+			exports = append(exports, 0x03) // global
+			exports = appendU32(exports, g.Index)
+			exportCount++
+		}
+		if p.HasStart {
+			exports = appendName(exports, StartExport)
+			exports = append(exports, 0x00) // function
+			exports = appendU32(exports, startFunc)
+			exportCount++
+		}
+		if plan != nil {
+			exports = appendName(exports, DispatchExport)
+			exports = append(exports, 0x00)
+			exports = appendU32(exports, plan.funcIndex)
+			exports = appendName(exports, StepExport)
+			exports = append(exports, 0x03)
+			exports = appendU32(exports, plan.global)
+			exportCount += 2
+			for _, name := range []string{DispatchExport, StepExport} {
+				if names[name] {
+					err = fmt.Errorf("%w: it already exports %q", ErrNotPreparable, name)
+				}
+			}
+		}
+		for _, g := range p.Globals {
+			if names[GlobalExport(g.Index)] {
+				err = fmt.Errorf("%w: it already exports %q", ErrNotPreparable, GlobalExport(g.Index))
+			}
+		}
+		if p.HasStart && names[StartExport] {
+			err = fmt.Errorf("%w: it already exports %q", ErrNotPreparable, StartExport)
+		}
+		out = appendSection(out, SectionExport, appendU32(nil, exportCount), exports)
+	}
+
+	r := reader{b: module, pos: len(header)}
+	for !r.done() && err == nil {
+		start := r.pos
+		id := r.byte()
+		size := r.u32()
+		body := r.sub(int(size))
+		whole := module[start:r.pos]
+		if id != SectionCustom && sectionOrder(id) > sectionOrder(SectionGlobal) {
+			placeGlobals()
+		}
+		if id != SectionCustom && sectionOrder(id) > sectionOrder(SectionExport) {
+			placeExports()
+		}
+		switch id {
+		case SectionImport:
+			for n := body.u32(); n > 0 && body.err == nil; n-- {
+				body.name()
+				body.name()
+				switch body.byte() {
+				case 0x00:
+					body.u32()
+				case 0x01:
+					body.table()
+				case 0x02:
+					body.limits()
+				case 0x03:
+					body.valType()
+					body.byte()
+					importedGlobs++
+				case 0x04:
+					body.byte()
+					body.u32()
+				}
+			}
+			out = append(out, whole...)
+		case SectionMemory:
+			for n := body.u32(); n > 0 && body.err == nil; n-- {
+				p.MinPages = body.limits()
+				memories++
+			}
+			out = append(out, whole...)
+		case SectionGlobal:
+			entries := body.pos
+			n := body.u32()
+			for i := uint32(0); i < n && body.err == nil; i++ {
+				typ := body.b[body.pos]
+				body.valType()
+				if body.byte() == 0x01 {
+					p.Globals = append(p.Globals, Global{Index: importedGlobs + i, Type: typ})
+				}
+				body.instructions()
+			}
+			if plan == nil {
+				out = append(out, whole...)
+			} else {
+				body.pos = entries
+				appendEntry(id, &body, stepGlobal)
+				globalsPlaced = true
+			}
+		case SectionExport:
+			exportCount = body.u32()
+			entries := body.pos
+			for n := exportCount; n > 0 && body.err == nil; n-- {
+				names[string(body.name())] = true
+				body.byte()
+				body.u32()
+			}
+			exports = append(exports, body.b[entries:body.pos]...)
+			placeExports()
+		case SectionStart:
+			// Dropped: the host calls the function, exported, when an
+			// instance starts fresh.
+		case SectionDataCount:
+			// Dropped with the data: no code refers to data segments.
+		case SectionData:
+			p.Memory, err = applyData(&body, p.MinPages)
+		case SectionCustom:
+			// Only the name section, for stack traces, is worth its memory
+			// (wazero keeps custom sections it is given).
+			if string(body.name()) == "name" {
+				out = append(out, whole...)
+			}
+			body.pos = len(body.b)
+		case SectionType:
+			if plan == nil {
+				out = append(out, whole...)
+				break
+			}
+			appendEntry(id, &body, dispatcherType)
+		case SectionFunction:
+			if plan == nil {
+				out = append(out, whole...)
+				break
+			}
+			appendEntry(id, &body, appendU32(nil, plan.typeIndex))
+		case SectionCode:
+			if plan == nil {
+				out = append(out, whole...)
+				break
+			}
+			appendEntry(id, &body, plan.body())
+		default:
+			out = append(out, whole...)
+		}
+		if err == nil && body.err != nil {
+			err = body.err
+		}
+	}
+	if err == nil {
+		placeGlobals()
+		placeExports()
+	}
+	if err == nil && r.err != nil {
+		err = r.err
+	}
+	if err == nil && memories != 1 {
+		err = fmt.Errorf("%w: it defines %d memories", ErrNotPreparable, memories)
+	}
+	if err != nil {
+		return nil, err
+	}
+	p.Module = out
+	return p, nil
+}
+
+// findStart returns the start function of a module Summarize accepted.
+func findStart(module []byte) (uint32, bool) {
+	r := reader{b: module, pos: len(header)}
+	for !r.done() {
+		id := r.byte()
+		body := r.sub(int(r.u32()))
+		if id == SectionStart {
+			return body.u32(), true
+		}
+	}
+	return 0, false
+}
+
+// applyData applies the active data segments of a data section to a zeroed
+// memory of at most minPages pages and returns it, cut after the last
+// segment. A segment past the initial memory, or with an offset that is not
+// an i32.const, makes the module unpreparable: wazero's own instantiation
+// reports the first as the module's error, and the second depends on an
+// imported global.
+func applyData(r *reader, minPages uint32) ([]byte, error) {
+	var memory []byte
+	limit := uint64(minPages) * 65536
+	for n := r.u32(); n > 0 && r.err == nil; n-- {
+		flags := r.u32()
+		if flags == 1 { // passive: only memory.init can use it, and the code has none
+			r.name()
+			continue
+		}
+		if flags == 2 && r.u32() != 0 {
+			return nil, fmt.Errorf("%w: a data segment is for memory %d", ErrNotPreparable, flags)
+		}
+		if r.byte() != 0x41 { // i32.const
+			return nil, fmt.Errorf("%w: a data segment offset is not a constant", ErrNotPreparable)
+		}
+		offset := uint64(uint32(r.s33()))
+		if r.byte() != 0x0b { // end
+			return nil, fmt.Errorf("%w: a data segment offset is not a constant", ErrNotPreparable)
+		}
+		data := r.name()
+		end := offset + uint64(len(data))
+		if end > limit {
+			return nil, fmt.Errorf("%w: a data segment ends at %d, past the initial memory of %d bytes",
+				ErrNotPreparable, end, limit)
+		}
+		if end > uint64(len(memory)) {
+			memory = append(memory, make([]byte, end-uint64(len(memory)))...)
+		}
+		copy(memory[offset:], data)
+	}
+	return memory, r.err
+}
+
+// sectionOrder ranks sections in the order the binary format requires;
+// tags come between memories and globals.
+func sectionOrder(id byte) int {
+	switch id {
+	case SectionTag:
+		return 55
+	case SectionDataCount:
+		return 95
+	}
+	return int(id) * 10
+}
+
+func appendSection(dst []byte, id byte, parts ...[]byte) []byte {
+	size := 0
+	for _, p := range parts {
+		size += len(p)
+	}
+	dst = append(dst, id)
+	dst = appendU32(dst, uint32(size))
+	for _, p := range parts {
+		dst = append(dst, p...)
+	}
+	return dst
+}
+
+func appendU32(dst []byte, v uint32) []byte {
+	for v >= 0x80 {
+		dst = append(dst, byte(v)|0x80)
+		v >>= 7
+	}
+	return append(dst, byte(v))
+}
+
+func appendName(dst []byte, name string) []byte {
+	dst = appendU32(dst, uint32(len(name)))
+	return append(dst, name...)
+}

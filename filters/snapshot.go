@@ -1,0 +1,135 @@
+package filters
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
+
+	"github.com/sluice-edge/sluice/filters/internal/cowmem"
+	"github.com/sluice-edge/sluice/filters/internal/wasmbin"
+)
+
+// How a plugin's instances start, fastest first:
+//
+//   - restored: from a snapshot of an instance taken right after
+//     proxy_on_configure. Memory is a copy-on-write mapping of the
+//     snapshot's memory and the mutable globals are set to the snapshot's
+//     values; no guest code runs until the request's first callback.
+//   - fresh, prepared: the module's data segments come as a copy-on-write
+//     mapping of the initial memory image, then the start function,
+//     _initialize, proxy_on_vm_start and proxy_on_configure run.
+//   - fresh, as is: wazero instantiates the module unchanged (for modules
+//     Prepare refuses).
+//
+// Either way nothing is shared between instances but read-only images.
+
+// idleMemoriesPerPool bounds the released memories a pool keeps mapped for
+// the next instance. Each costs two kernel mappings and no resident memory
+// (reset drops its pages); the kernel caps a process's mappings
+// (vm.max_map_count, 65530 by default), so a config with many filters must
+// not keep many per filter.
+const idleMemoriesPerPool = 16
+
+// snapshot is an instance's state right after configuration.
+type snapshot struct {
+	memory  *cowmem.Pool
+	pages   uint32   // memory size, in 64 KiB pages
+	globals []uint64 // values of the prepared module's mutable globals
+	names   []string // their export names
+}
+
+// snapshotRefusal says why a prepared module's instances cannot be restored
+// from a snapshot, or returns "" when they can.
+func snapshotRefusal(s *wasmbin.Summary, prepared *wasmbin.Prepared) string {
+	if s.WritesTables {
+		return "its code writes tables, which a snapshot does not hold"
+	}
+	for _, g := range prepared.Globals {
+		switch g.Type {
+		case 0x7f, 0x7e, 0x7d, 0x7c: // numbers: their value is the whole state
+		default:
+			return fmt.Sprintf("mutable global %d holds a vector or a reference", g.Index)
+		}
+	}
+	return ""
+}
+
+// takeSnapshot records inst's memory and mutable globals. inst has just
+// been configured and has served no request.
+func (p *Plugin) takeSnapshot(inst *Instance) (*snapshot, error) {
+	mem := inst.mod.Memory()
+	contents, ok := mem.Read(0, mem.Size())
+	if !ok {
+		return nil, errors.New("reading the configured instance's memory")
+	}
+	pool, err := cowmem.NewPool(contents, p.memoryReserve(), idleMemoriesPerPool)
+	if err != nil {
+		return nil, err
+	}
+	s := &snapshot{memory: pool, pages: mem.Size() / wasmPageSize}
+	for _, g := range p.prepared.Globals {
+		name := wasmbin.GlobalExport(g.Index)
+		global := inst.mod.ExportedGlobal(name)
+		if global == nil {
+			pool.Close()
+			return nil, fmt.Errorf("global %s is not exported", name)
+		}
+		s.names = append(s.names, name)
+		s.globals = append(s.globals, global.Get())
+	}
+	return s, nil
+}
+
+// memoryReserve is the address space each memory reserves: the most it may
+// grow to.
+func (p *Plugin) memoryReserve() uint64 {
+	return p.cfg.Limits.MemoryLimit / wasmPageSize * wasmPageSize
+}
+
+// withMemory returns a context that makes wazero give the instance being
+// created a memory from pool, which inst owns until Close.
+func (inst *Instance) withMemory(ctx context.Context, pool *cowmem.Pool) (context.Context, error) {
+	if pool == nil {
+		return ctx, nil
+	}
+	mem, err := pool.Get()
+	if err != nil {
+		return nil, err
+	}
+	inst.memory, inst.memoryPool = mem, pool
+	return experimental.WithMemoryAllocator(ctx, experimental.MemoryAllocatorFunc(
+		func(uint64, uint64) experimental.LinearMemory { return mem })), nil
+}
+
+// restore makes inst the plugin's configured instance, from its snapshot.
+func (inst *Instance) restore(ctx context.Context) error {
+	p := inst.plugin
+	s := p.snapshot
+	mctx, err := inst.withMemory(ctx, s.memory)
+	if err != nil {
+		return &GuestError{Plugin: p.cfg.Name, Callback: "restore", Kind: ErrInstantiate, Err: err}
+	}
+	mod, err := p.runtime.InstantiateModule(mctx, p.compiled, p.modCfg)
+	if err != nil {
+		return &GuestError{Plugin: p.cfg.Name, Callback: "restore", Kind: ErrInstantiate, Err: err}
+	}
+	inst.mod = mod
+	if have := mod.Memory().Size() / wasmPageSize; have < s.pages {
+		if _, ok := mod.Memory().Grow(s.pages - have); !ok {
+			return &GuestError{Plugin: p.cfg.Name, Callback: "restore", Kind: ErrInstantiate,
+				Err: fmt.Errorf("growing memory to the snapshot's %d pages", s.pages)}
+		}
+	}
+	for i, name := range s.names {
+		mod.ExportedGlobal(name).(api.MutableGlobal).Set(s.globals[i])
+	}
+	if err := inst.guest.Bind(mod); err != nil {
+		return &GuestError{Plugin: p.cfg.Name, Callback: "restore", Kind: ErrABIViolation, Err: err}
+	}
+	inst.root.phase = rootReady
+	inst.budget = p.cfg.Limits.Timeout
+	return nil
+}
