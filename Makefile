@@ -2,15 +2,16 @@
 #
 #   make demo    build Caddy and the example filter, serve them on localhost
 #   make test    install what the tests need, then run every test
-#   make bench   Go benchmarks of the isolate lifecycle
+#   make bench   Go benchmarks of the isolate lifecycle, memory and loading
+#   make load    requests/s behind Wasm filters against native Caddy (wrk)
 #
 # Debian packages the tests use to build filters from source: WebAssembly
 # text (wabt), C (clang, lld, wasi-libc, compiler-rt for wasm32).
-DEBIAN_PACKAGES := wabt clang lld wasi-libc libclang-rt-14-dev-wasm32
+DEBIAN_PACKAGES := wabt clang lld wasi-libc libclang-rt-14-dev-wasm32 wrk
 GO ?= go
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build demo deps test test-unit test-e2e test-examples xcaddy test-xcaddy bench clean
+.PHONY: all build demo deps test xcaddy test-xcaddy bench load clean
 
 all: build
 
@@ -35,11 +36,13 @@ deps:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
-## test: every test: unit (with -race), end to end through a real Caddy, examples
+## test: every test: unit (with -race), end to end through a real Caddy (with
+## instances restored from snapshots, then started fresh), examples
 test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./abi/... ./filters/... ./caddymodule/... ./tests/guestbuild/...
 	$(GO) test -count=1 ./tests/
+	SLUICE_SNAPSHOT=off $(GO) test -count=1 ./tests/
 	cd examples && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 ## xcaddy: build Caddy the way operators do, with xcaddy, into build/xcaddy-caddy
@@ -56,9 +59,16 @@ xcaddy:
 test-xcaddy: deps xcaddy
 	SLUICE_CADDY=$(CURDIR)/build/xcaddy-caddy $(GO) test -count=1 ./tests/
 
-## bench: Go benchmarks of a fresh isolate's whole lifecycle, per filter kind
+## bench: Go benchmarks: a fresh isolate's whole lifecycle per filter kind
+## and start mode, latency with pre-warm, resident memory, loading
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchtime 2000x ./filters/
+	$(GO) test -run '^$$' -bench 'IsolateLifecycle|IsolateLatency' -benchtime 3000x -count 5 ./filters/
+	$(GO) test -run '^$$' -bench 'ResidentPerInstance' -benchtime 3x ./filters/
+	$(GO) test -run '^$$' -bench 'LoadWarmCache' -benchtime 10x ./filters/
+
+## load: requests/s of reverse_proxy behind Wasm filters against native Caddy
+load: deps
+	tests/load/run.sh
 
 clean:
 	rm -rf bin build

@@ -490,3 +490,34 @@ func TestOneBrokenTenantRejectsTheWholeConfig(t *testing.T) {
 		}
 	}
 }
+
+// The suite runs with instances restored from snapshots (the default) or,
+// with SLUICE_SNAPSHOT=off, started fresh for every request: the log says
+// which, and this checks it is the one asked for.
+func TestFiltersStartTheWayTheSuiteAsked(t *testing.T) {
+	mark := caddyLog.mark()
+	mustLoad(t, fmt.Sprintf("wasm_filter %s {\n name mode-probe\n}\n%s", guestbuild.Go(t, "headers"), proxyTo()))
+	want := `"start":"snapshot"`
+	if os.Getenv("SLUICE_SNAPSHOT") == "off" {
+		want = `"start":"fresh: snapshots disabled"`
+	}
+	waitForLog(t, mark, "filter loaded", `"filter":"mode-probe"`, want)
+}
+
+// Every request gets fresh randomness from the host (crypto/rand reads
+// random_get). A snapshot freezes what the Go runtime seeded at start-up,
+// so math/rand's global source repeats in every restored instance; started
+// fresh, it differs. RATIONALE.md explains the choice.
+func TestRandomnessPerRequest(t *testing.T) {
+	mustLoad(t, fmt.Sprintf("wasm_filter %s\n%s", guestbuild.Go(t, "random"), proxyTo()))
+	first, _ := do(t, "GET", "/", nil, nil)
+	second, _ := do(t, "GET", "/", nil, nil)
+	if a, b := first.Header.Get("X-Crypto-Rand"), second.Header.Get("X-Crypto-Rand"); a == "" || a == b {
+		t.Errorf("crypto/rand gave %q then %q: want fresh bytes per request", a, b)
+	}
+	sameMath := first.Header.Get("X-Math-Rand") == second.Header.Get("X-Math-Rand")
+	if snapshot := os.Getenv("SLUICE_SNAPSHOT") != "off"; sameMath != snapshot {
+		t.Errorf("math/rand gave %q then %q (snapshots: %v)", first.Header.Get("X-Math-Rand"),
+			second.Header.Get("X-Math-Rand"), snapshot)
+	}
+}
