@@ -297,6 +297,13 @@ func (s *stream) failBeforeForwarding(next caddyhttp.Handler, err error) error {
 	if errors.As(err, &httpErr) {
 		return err // not the filter's failure: a client error
 	}
+	if errors.Is(err, filters.ErrOverloaded) {
+		// Load shedding, whatever the policy: serving without the filter
+		// is no answer to a full memory budget.
+		s.h.shedLog(s, err)
+		s.w.Header().Set("Retry-After", "1")
+		return caddyhttp.Error(http.StatusServiceUnavailable, err)
+	}
 	s.setFailure(err)
 	if s.h.failOpen() {
 		s.logFailure(err, "fail_open: serving the request without the filter")

@@ -2,9 +2,11 @@ package caddymodule
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
 	"strconv"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/sluice-edge/sluice/filters"
@@ -1084,5 +1087,35 @@ func TestNextAbortingOnOurWriteErrorStillSendsTheLocalResponse(t *testing.T) {
 	}
 	if rec.Code != http.StatusServiceUnavailable || rec.Body.String() != "busy" {
 		t.Errorf("got %d %q", rec.Code, rec.Body)
+	}
+}
+
+// H24: when the guest memory budget is full, requests are shed with 503
+// and Retry-After, whatever the failure policy, and never reach next.
+func TestFullMemoryBudgetShedsRequests(t *testing.T) {
+	path := newGuest().wasm(t)
+	for _, policy := range []string{FailClosed, FailOpen} {
+		t.Run(policy, func(t *testing.T) {
+			var h Handler
+			h.Path, h.Name, h.FailurePolicy = path, "shed-"+policy, policy
+			zero := 0
+			h.Prewarm = &zero
+			h.budget = filters.NewMemoryBudget(0)
+			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+			defer cancel()
+			if err := h.Provision(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer h.Cleanup()
+			next := &nextHandler{}
+			rec := httptest.NewRecorder()
+			err := h.ServeHTTP(rec, caddyRequest(httptest.NewRequest(http.MethodGet, "/", nil), rec), next)
+			if statusOf(err) != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" {
+				t.Errorf("err %v, Retry-After %q; want 503 and 1", err, rec.Header().Get("Retry-After"))
+			}
+			if next.calls.Load() != 0 {
+				t.Error("a shed request reached the next handler")
+			}
+		})
 	}
 }

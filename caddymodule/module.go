@@ -15,7 +15,9 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/sluice-edge/sluice/filters"
 )
@@ -100,6 +102,8 @@ type Handler struct {
 	poolKey   string
 	logger    *zap.Logger
 	guestLogs *guestLogLimiter
+	sheds     *rate.Limiter         // of the log lines about shed requests
+	budget    *filters.MemoryBudget // nil: filters.DefaultMemoryBudget; set by tests
 }
 
 // CaddyModule returns the Caddy module information.
@@ -124,6 +128,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.logger = h.logger.With(zap.String("filter", h.Name))
 	h.guestLogs = newGuestLogLimiter()
+	h.sheds = rate.NewLimiter(1, 1)
+	if err := setMemoryBudget(); err != nil {
+		return err
+	}
 
 	cfg, err := h.pluginConfig()
 	if err != nil {
@@ -164,6 +172,7 @@ func (h *Handler) pluginConfig() (filters.Config, error) {
 		// suite both ways.
 		DisableSnapshot: h.DisableSnapshot || os.Getenv("SLUICE_SNAPSHOT") == "off",
 		Prewarm:         h.prewarm(),
+		MemoryBudget:    h.budget,
 		Limits: filters.Limits{
 			Timeout:     time.Duration(h.Timeout),
 			MemoryLimit: uint64(max(h.MemoryLimit, 0)),
@@ -203,6 +212,30 @@ func (h *Handler) Cleanup() error {
 	}
 	_, err := plugins.Delete(h.poolKey)
 	return err
+}
+
+// setMemoryBudget applies SLUICE_MEMORY_BUDGET (a size such as 8GiB): the
+// memory all filters' instances may hold at once in this process, half the
+// machine's memory by default. Requests that would pass it get 503.
+func setMemoryBudget() error {
+	v := os.Getenv("SLUICE_MEMORY_BUDGET")
+	if v == "" {
+		return nil
+	}
+	n, err := humanize.ParseBytes(v)
+	if err != nil {
+		return fmt.Errorf("SLUICE_MEMORY_BUDGET %q: want a size such as 8GiB", v)
+	}
+	filters.DefaultMemoryBudget.SetLimit(n)
+	return nil
+}
+
+// shedLog logs a request shed for want of memory, at most once a second.
+func (h *Handler) shedLog(s *stream, err error) {
+	if h.sheds.Allow() {
+		s.logger().Warn("request shed: the guest memory budget is full",
+			zap.Uint64("budget", filters.DefaultMemoryBudget.Limit()), zap.Error(err))
+	}
 }
 
 // prewarm is the number of ready instances to keep.

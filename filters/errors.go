@@ -10,7 +10,8 @@ import (
 var (
 	// ErrTimeout: the call ran past the plugin's time budget.
 	ErrTimeout = errors.New("time budget exceeded")
-	// ErrMemoryLimit: the guest trapped with its memory at the limit.
+	// ErrMemoryLimit: the guest trapped with its memory at its limit, or
+	// after the memory budget refused it more.
 	ErrMemoryLimit = errors.New("memory limit reached")
 	// ErrTrap: the guest trapped (unreachable, out-of-bounds access, stack
 	// overflow, a Go panic, ...).

@@ -44,6 +44,7 @@ type Instance struct {
 
 	memory     *cowmem.Memory // owned until Close, then back to memoryPool
 	memoryPool *cowmem.Pool
+	charged    uint64 // budget charged for a memory wazero allocated itself
 	stepGlobal api.Global // the dispatcher's step, looked up on first use
 
 	mu            sync.Mutex // serializes guest calls and guards what follows
@@ -80,6 +81,9 @@ func (p *Plugin) NewInstance(ctx context.Context, log LogSink) (*Instance, error
 	// module's), so it has a budget too.
 	inst.budget = p.cfg.Limits.Timeout * StartTimeoutFactor
 	mctx, err := inst.withMemory(ctx, p.freshMemory)
+	if errors.Is(err, ErrOverloaded) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, &GuestError{Plugin: p.cfg.Name, Callback: "instantiate", Kind: ErrInstantiate, Err: err}
 	}
@@ -212,8 +216,12 @@ func (inst *Instance) Close(ctx context.Context) {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
 	if inst.memory != nil {
-		inst.memoryPool.Put(inst.memory)
+		inst.memoryPool.Put(inst.memory) // refunds its budget
 		inst.memory = nil
+	}
+	if inst.charged > 0 {
+		inst.plugin.budget().Refund(inst.charged)
+		inst.charged = 0
 	}
 	if inst.root.scope != nil {
 		inst.root.scope.end()
@@ -402,7 +410,7 @@ func (inst *Instance) kindOf(scope *callScope, err error) error {
 		return ErrCanceled // the host closed the instance (or its plugin) during the call
 	case errors.As(err, &fault):
 		return ErrABIViolation
-	case inst.memoryAtLimit():
+	case inst.memory != nil && inst.memory.Refused(), inst.memoryAtLimit():
 		return ErrMemoryLimit
 	}
 	return ErrTrap

@@ -119,6 +119,9 @@ type Config struct {
 	// runs no guest code, so a ready instance is as fresh as one made on
 	// demand.
 	Prewarm int
+	// MemoryBudget caps the memory of this plugin's instances together
+	// with every other plugin sharing it; nil means DefaultMemoryBudget.
+	MemoryBudget *MemoryBudget
 }
 
 // Plugin is a compiled, validated filter with its configuration. It is safe
@@ -133,6 +136,7 @@ type Plugin struct {
 	modCfg   wazero.ModuleConfig
 
 	warm        *warmInstances    // nil: instances are made on demand
+	loading     bool              // Load is starting the validation instance
 	prepared    *wasmbin.Prepared // nil: the module runs as it is
 	freshMemory *cowmem.Pool      // memories starting as the data image; nil if not prepared
 	snapshot    *snapshot         // nil: every instance starts fresh
@@ -190,7 +194,9 @@ func Load(ctx context.Context, cfg Config) (*Plugin, error) {
 	// configuration, traps or loops while starting fails the load, with
 	// what it logged, rather than the first request.
 	log := &lastErrorLog{next: cfg.LoadLog}
+	p.loading = true
 	inst, err := p.NewInstance(ctx, log)
+	p.loading = false
 	if err != nil {
 		_ = p.Close(ctx)
 		if log.last != "" {
@@ -410,6 +416,29 @@ func (p *Plugin) Close(ctx context.Context) error {
 		p.snapshot.memory.Close()
 	}
 	return err
+}
+
+// budget is the memory budget the plugin's instances are charged to.
+func (p *Plugin) budget() *MemoryBudget {
+	if p.cfg.MemoryBudget != nil {
+		return p.cfg.MemoryBudget
+	}
+	return DefaultMemoryBudget
+}
+
+// initialMemory is the memory an instance has when it starts: the
+// snapshot's, or the module's declared minimum.
+func (p *Plugin) initialMemory() uint64 {
+	switch {
+	case p.snapshot != nil:
+		return uint64(p.snapshot.pages) * wasmPageSize
+	case p.prepared != nil:
+		return uint64(p.prepared.MinPages) * wasmPageSize
+	}
+	if mem, ok := p.compiled.ExportedMemories()[abi.ExportMemory]; ok {
+		return uint64(mem.Min()) * wasmPageSize
+	}
+	return 0
 }
 
 // dispatchIndex returns the index of callback name in the prepared module's

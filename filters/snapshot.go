@@ -89,15 +89,34 @@ func (p *Plugin) memoryReserve() uint64 {
 	return p.cfg.Limits.MemoryLimit / wasmPageSize * wasmPageSize
 }
 
-// withMemory returns a context that makes wazero give the instance being
-// created a memory from pool, which inst owns until Close.
+// withMemory charges the instance being created to the plugin's memory
+// budget and returns a context that makes wazero give it a memory from pool
+// (or, without a pool, its own), which inst owns until Close. A budget that
+// cannot hold the instance's initial memory refuses it: ErrOverloaded.
 func (inst *Instance) withMemory(ctx context.Context, pool *cowmem.Pool) (context.Context, error) {
+	p := inst.plugin
+	initial := p.initialMemory()
+	overloaded := fmt.Errorf("wasm filter %q: %w", p.cfg.Name, ErrOverloaded)
+	// The instance Load validates (and snapshots) is the operator's, not a
+	// request's: a busy budget must not fail a config load.
+	charge := !p.loading
 	if pool == nil {
+		// wazero's own memory: charged as it starts, its growth not seen.
+		if charge {
+			if !p.budget().Charge(initial) {
+				return nil, overloaded
+			}
+			inst.charged = initial
+		}
 		return ctx, nil
 	}
 	mem, err := pool.Get()
 	if err != nil {
 		return nil, err
+	}
+	if charge && !mem.ChargeTo(p.budget(), initial) {
+		pool.Put(mem)
+		return nil, overloaded
 	}
 	inst.memory, inst.memoryPool = mem, pool
 	return experimental.WithMemoryAllocator(ctx, experimental.MemoryAllocatorFunc(
@@ -109,6 +128,9 @@ func (inst *Instance) restore(ctx context.Context) error {
 	p := inst.plugin
 	s := p.snapshot
 	mctx, err := inst.withMemory(ctx, s.memory)
+	if errors.Is(err, ErrOverloaded) {
+		return err
+	}
 	if err != nil {
 		return &GuestError{Plugin: p.cfg.Name, Callback: "restore", Kind: ErrInstantiate, Err: err}
 	}

@@ -84,6 +84,11 @@ func (p *Pool) Put(m *Memory) {
 	if m == nil {
 		return
 	}
+	if m.charger != nil {
+		m.charger.Refund(m.charged)
+		m.charger, m.charged = nil, 0
+	}
+	m.refused = false
 	if p.small != nil && m.high <= copyResetLimit {
 		// Only what was handed out (up to high) can have been written.
 		n := min(uint64(len(p.small)), m.high)
@@ -132,18 +137,53 @@ type Memory struct {
 	size uint64 // bytes handed to wazero
 	high uint64 // the most ever handed out since the last reset
 	osMemory
+
+	charger Charger // pays for what is handed out; nil: nobody
+	charged uint64  // bytes charged so far
+	refused bool    // a growth was refused by the charger
+}
+
+// Charger is charged for the bytes a memory hands out and refunded when
+// the memory goes back to its pool: a budget shared by many memories.
+type Charger interface {
+	// Charge takes n more bytes, or refuses.
+	Charge(n uint64) bool
+	// Refund gives n bytes back.
+	Refund(n uint64)
+}
+
+// ChargeTo makes c pay for this memory, charging initial bytes now: what
+// wazero will ask for first, which must not fail. It reports whether c
+// accepted them.
+func (m *Memory) ChargeTo(c Charger, initial uint64) bool {
+	if !c.Charge(initial) {
+		return false
+	}
+	m.charger, m.charged = c, initial
+	return true
 }
 
 // Reallocate implements experimental.LinearMemory: growth within the
-// reservation keeps the address, so it never copies.
+// reservation keeps the address, so it never copies. Growth the charger
+// refuses fails, as memory.grow past a limit does.
 func (m *Memory) Reallocate(size uint64) []byte {
 	if size > uint64(len(m.buf)) {
 		return nil
+	}
+	if size > m.charged && m.charger != nil {
+		if !m.charger.Charge(size - m.charged) {
+			m.refused = true
+			return nil
+		}
+		m.charged = size
 	}
 	m.size = size
 	m.high = max(m.high, size)
 	return m.buf[:size:size]
 }
+
+// Refused reports whether the charger refused this memory a growth.
+func (m *Memory) Refused() bool { return m.refused }
 
 // Free implements experimental.LinearMemory; see Memory.
 func (m *Memory) Free() {}
