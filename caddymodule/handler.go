@@ -378,7 +378,27 @@ func (s *stream) resetHeader() http.Header {
 }
 
 // countPairs is the num_headers argument of a headers callback.
-func countPairs(m abi.HeaderMap) int { return len(m.Pairs()) }
+func countPairs(m abi.HeaderMap) int {
+	switch m := m.(type) {
+	case requestHeaders:
+		return 4 + countValues(m.r.Header, nil) // :authority, :path, :method, :scheme
+	case responseHeaders:
+		return 1 + countValues(m.rw.Header(), isTrailerKey) // :status
+	}
+	return len(m.Pairs())
+}
+
+// countValues counts the values of h, one pair each, skipping the keys skip
+// reports.
+func countValues(h http.Header, skip func(string) bool) int {
+	n := 0
+	for k, vs := range h {
+		if skip == nil || !skip(k) {
+			n += len(vs)
+		}
+	}
+	return n
+}
 
 // logFailureOnce logs the failure that is being settled, unless that was
 // logged already.

@@ -608,3 +608,20 @@ func TestRequestHeadersReplaceInAFullMap(t *testing.T) {
 		t.Errorf("value is %d bytes", got)
 	}
 }
+
+// countPairs, the num_headers of a headers callback, is the number of pairs
+// the guest would get.
+func TestCountPairsMatchesPairs(t *testing.T) {
+	r := tableRequest()
+	r.Header.Add("X-Multi", "a")
+	r.Header.Add("X-Multi", "b")
+	if got, want := countPairs(requestHeaders{r}), len(requestHeaders{r}.Pairs()); got != want {
+		t.Errorf("request: countPairs %d, Pairs %d", got, want)
+	}
+	rw := &responseWriter{w: httptest.NewRecorder(), status: 200}
+	rw.Header().Set("X-A", "1")
+	rw.Header().Set(http.TrailerPrefix+"X-T", "t")
+	if got, want := countPairs(responseHeaders{rw}), len(responseHeaders{rw}.Pairs()); got != want || got != 2 {
+		t.Errorf("response: countPairs %d, Pairs %d, want 2", got, want)
+	}
+}

@@ -44,7 +44,7 @@ type Instance struct {
 
 	memory     *cowmem.Memory // owned until Close, then back to memoryPool
 	memoryPool *cowmem.Pool
-	charged    uint64 // budget charged for a memory wazero allocated itself
+	charged    uint64     // budget charged for a memory wazero allocated itself
 	stepGlobal api.Global // the dispatcher's step, looked up on first use
 
 	mu            sync.Mutex // serializes guest calls and guards what follows

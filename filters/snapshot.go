@@ -27,11 +27,11 @@ import (
 // Either way nothing is shared between instances but read-only images.
 
 // idleMemoriesPerPool bounds the released memories a pool keeps mapped for
-// the next instance. Each costs two kernel mappings and no resident memory
-// (reset drops its pages); the kernel caps a process's mappings
-// (vm.max_map_count, 65530 by default), so a config with many filters must
-// not keep many per filter.
-const idleMemoriesPerPool = 16
+// the next instance: enough for a filter's concurrent requests not to map
+// and unmap memories as they come and go. Each costs two kernel mappings
+// and, reset, no resident memory beyond a small image's pages; cowmem caps
+// the total across pools.
+const idleMemoriesPerPool = 64
 
 // snapshot is an instance's state right after configuration.
 type snapshot struct {

@@ -11,7 +11,17 @@ package cowmem
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 )
+
+// maxIdle bounds the released memories all pools keep mapped at once: each
+// holds two of the kernel's mappings, and the kernel caps a process's
+// mappings (vm.max_map_count, 65530 by default) whatever the number of
+// pools.
+const maxIdle = 4096
+
+// idle counts the memories all pools keep.
+var idle atomic.Int64
 
 // Errors of NewPool and Get.
 var (
@@ -66,6 +76,7 @@ func (p *Pool) Get() (*Memory, error) {
 		m := p.free[n-1]
 		p.free = p.free[:n-1]
 		p.mu.Unlock()
+		idle.Add(-1)
 		return m, nil
 	}
 	p.mu.Unlock()
@@ -102,10 +113,12 @@ func (p *Pool) Put(m *Memory) {
 		return
 	}
 	p.mu.Lock()
-	if !p.closed && len(p.free) < p.keep {
+	if !p.closed && len(p.free) < p.keep && idle.Add(1) <= maxIdle {
 		p.free = append(p.free, m)
 		p.mu.Unlock()
 		return
+	} else if !p.closed && len(p.free) < p.keep {
+		idle.Add(-1) // the process keeps enough
 	}
 	p.mu.Unlock()
 	m.release()
@@ -119,6 +132,7 @@ func (p *Pool) Close() {
 	p.free, p.closed = nil, true
 	p.image.close()
 	p.mu.Unlock()
+	idle.Add(-int64(len(free)))
 	for _, m := range free {
 		m.release()
 	}
