@@ -521,3 +521,33 @@ func TestRandomnessPerRequest(t *testing.T) {
 			second.Header.Get("X-Math-Rand"), snapshot)
 	}
 }
+
+// A module file changed in place is recompiled on the next load, not
+// served from the compilation cache: entries are keyed by the module's
+// bytes.
+func TestChangedModuleFileIsRecompiled(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "filter.wasm")
+	copyFile(t, guestbuild.WAT(t, "add_header"), path)
+	mustLoad(t, fmt.Sprintf("wasm_filter %s\n%s", path, proxyTo()))
+	if resp, _ := do(t, "GET", "/", nil, nil); resp.Header.Get("X-Wat") != "hello" {
+		t.Fatalf("first module: x-wat %q", resp.Header.Get("X-Wat"))
+	}
+	copyFile(t, guestbuild.C(t, "add_header"), path)
+	mustLoad(t, fmt.Sprintf("wasm_filter %s\n%s", path, proxyTo()))
+	resp, _ := do(t, "GET", "/", nil, nil)
+	if resp.Header.Get("X-Wat") != "" || resp.Header.Get("X-C-Filter") != "hello" {
+		t.Errorf("after the file changed: x-wat %q, x-c-filter %q; want the new module's header",
+			resp.Header.Get("X-Wat"), resp.Header.Get("X-C-Filter"))
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
