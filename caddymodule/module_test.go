@@ -3,13 +3,16 @@ package caddymodule
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/sluice-edge/sluice/filters"
 	"github.com/sluice-edge/sluice/tests/guestbuild"
 )
 
@@ -226,4 +229,28 @@ func TestProvisionSharesTheLoadedFilterUntilTheLastCleanup(t *testing.T) {
 	}
 	// b's t.Cleanup calls Cleanup again; mark it done.
 	a.plugin, b.plugin = nil, nil
+}
+
+// A panic while loading a filter (a bug in Sluice) fails the provision with
+// an error, and the next provision of the same filter does not hang on the
+// shared pool's key.
+func TestProvisionSurvivesAPanicInLoad(t *testing.T) {
+	defer func(prev func(context.Context, filters.Config) (*filters.Plugin, error)) { loadPlugin = prev }(loadPlugin)
+	loadPlugin = func(context.Context, filters.Config) (*filters.Plugin, error) { panic("index out of range") }
+	cfg := fmt.Sprintf(`{"path": %q}`, newGuest().wasm(t))
+	for attempt := range 2 {
+		done := make(chan error, 1)
+		go func() {
+			_, err := provisionErr(t, cfg)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "panicked") {
+				t.Errorf("attempt %d: %v", attempt, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("attempt %d: provisioning hangs", attempt)
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -46,8 +47,16 @@ func poolKey(cfg filters.Config) string {
 func loadShared(ctx caddy.Context, key string, cfg filters.Config, logger *zap.Logger) (*filters.Plugin, error) {
 	cfg.CompilationCache = compilationCache(logger)
 	cfg.LoadLog = &loadLog{logger: logger}
-	v, _, err := plugins.LoadOrNew(key, func() (caddy.Destructor, error) {
-		p, err := filters.Load(ctx, cfg)
+	v, _, err := plugins.LoadOrNew(key, func() (d caddy.Destructor, err error) {
+		// A panic must not escape: the pool would keep the key locked, and
+		// every later load of this filter would wait on it forever.
+		defer func() {
+			if v := recover(); v != nil {
+				logger.Error("loading a filter panicked", zap.Any("panic", v), zap.Stack("stack"))
+				d, err = nil, fmt.Errorf("loading the filter panicked (a bug in Sluice): %v", v)
+			}
+		}()
+		p, err := loadPlugin(ctx, cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -58,6 +67,9 @@ func loadShared(ctx caddy.Context, key string, cfg filters.Config, logger *zap.L
 	}
 	return v.(sharedPlugin).Plugin, nil
 }
+
+// loadPlugin is filters.Load; tests replace it.
+var loadPlugin = filters.Load
 
 var (
 	cacheOnce sync.Once

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"testing"
+
+	"github.com/sluice-edge/sluice/filters/internal/cowmem"
 )
 
 // withBudget gives a test's plugin its own memory budget of pages pages.
@@ -92,5 +94,41 @@ func TestFullBudgetDoesNotFailALoad(t *testing.T) {
 	}
 	if used := budget.Used(); used != 0 {
 		t.Errorf("%d bytes charged", used)
+	}
+}
+
+// Past the process's limit on mapped memories (a quarter of the kernel's
+// vm.max_map_count), a new instance is refused as overload, whatever the
+// budget says, and one closing makes room.
+func TestMappingLimitRefusesInstances(t *testing.T) {
+	for _, mode := range benchModes {
+		t.Run(mode.name, func(t *testing.T) {
+			p := mustLoad(t, guest(t, ""), mode.opt)
+			ctx := context.Background()
+			// Room for one more mapping: the first instance takes it, or
+			// the memory the pool kept from Load's instance, then the next.
+			defer cowmem.SetMappedLimit(cowmem.SetMappedLimit(cowmem.Mapped() + 1))
+			var (
+				held []*Instance
+				err  error
+			)
+			for len(held) < 3 && err == nil {
+				var inst *Instance
+				if inst, err = p.NewInstance(ctx, newExchange()); err == nil {
+					held = append(held, inst)
+				}
+			}
+			var ge *GuestError
+			if !errors.Is(err, ErrOverloaded) || !errors.Is(err, cowmem.ErrTooManyMemories) || errors.As(err, &ge) {
+				t.Fatalf("instance %d, past the mapping limit: %v, want ErrOverloaded", len(held)+1, err)
+			}
+			held[0].Close(ctx) // kept idle by its pool: the next instance reuses it
+			if held[0], err = p.NewInstance(ctx, newExchange()); err != nil {
+				t.Fatalf("after a close: %v", err)
+			}
+			for _, inst := range held {
+				inst.Close(ctx)
+			}
+		})
 	}
 }

@@ -390,6 +390,11 @@ func (hc *HTTPContext) ContinueStream(t abi.StreamType) abi.Status {
 	if t > abi.StreamHTTPResponse {
 		return abi.StatusUnimplemented
 	}
+	if hc.currentPhase() == phaseCreated {
+		// Nothing is paused yet. (proxy_on_context_create may run in the
+		// same call as the next callback, whose pause this must not undo.)
+		return abi.StatusOK
+	}
 	hc.resume[t] = true
 	return abi.StatusOK
 }

@@ -364,6 +364,24 @@ func TestContinueStreamDuringACallback(t *testing.T) {
 	}
 }
 
+// proxy_continue_stream in proxy_on_context_create has nothing to resume:
+// the pause of the callback after it stands, although the two may run in
+// one call into the guest.
+func TestContinueStreamWhileCreatingDoesNothing(t *testing.T) {
+	p := mustLoad(t, guest(t, `
+  (func (export "proxy_on_context_create") (param i32 i32)
+    (call $logkv $"continue" (call $proxy_continue_stream (i32.const 0))))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 1))`))
+	if !p.createsFirst() {
+		t.Fatal("the plugin does not run proxy_on_context_create with the next callback: the case is not tested")
+	}
+	_, hc, ex := newHTTP(t, p)
+	if out, err := hc.RequestHeaders(0, false); err != nil || out != Pause {
+		t.Errorf("RequestHeaders = %v, %v; want pause", out, err)
+	}
+	ex.wantLogs(t, "continue=0")
+}
+
 // mapsGuest tries, in every callback, to read and write each header map,
 // logging "<callback>.<map>=<status>".
 func mapsGuest(t *testing.T) []byte {

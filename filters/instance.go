@@ -44,8 +44,8 @@ type Instance struct {
 
 	memory     *cowmem.Memory // owned until Close, then back to memoryPool
 	memoryPool *cowmem.Pool
-	charged    uint64     // budget charged for a memory wazero allocated itself
-	stepGlobal api.Global // the dispatcher's step, looked up on first use
+	charged    uint64            // budget charged for a memory wazero allocated itself
+	stepGlobal api.MutableGlobal // the dispatcher's step, looked up on first use
 
 	mu            sync.Mutex // serializes guest calls and guards what follows
 	stack         [8]uint64
@@ -89,9 +89,9 @@ func (p *Plugin) NewInstance(ctx context.Context, log LogSink) (*Instance, error
 	}
 	root := inst.root
 	root.scope = newCallScope(mctx, inst.guest, root)
-	root.scope.timer.Reset(inst.budget)
+	root.scope.arm(inst.budget)
 	mod, err := p.runtime.InstantiateModule(root.scope.ctx, p.compiled, p.modCfg)
-	root.scope.timer.Stop()
+	root.scope.disarm()
 	if err == nil && root.scope.ctx.Err() != nil {
 		// The start section outlived its budget (a host function such as
 		// poll_oneoff returned at the deadline): wazero may have closed the
@@ -289,6 +289,9 @@ func (inst *Instance) call(scope *callScope, name abi.Callback, params ...uint64
 // its a..e (see wasmbin.DispatchExport). A failure is traced to the
 // callback that was running, name if the dispatcher cannot tell.
 func (inst *Instance) dispatch(scope *callScope, name abi.Callback, op uint32, args [5]uint64) (uint64, error) {
+	// A call that fails before the dispatcher records a step (canceled on
+	// entry, say) must not be traced to the previous call's callback.
+	inst.setStep(noStep)
 	inst.stack[0] = uint64(op)
 	copy(inst.stack[1:], args[:])
 	return inst.run(scope, name, true)
@@ -312,9 +315,9 @@ func (inst *Instance) run(scope *callScope, name abi.Callback, dispatched bool) 
 	} else {
 		fn = inst.function(name)
 	}
-	scope.timer.Reset(inst.budget)
+	scope.arm(inst.budget)
 	err := fn.CallWithStack(scope.ctx, inst.stack[:])
-	scope.timer.Stop()
+	scope.disarm()
 	if err == nil && scope.ctx.Err() != nil {
 		// The call returned after its budget or its request ended (a host
 		// function such as poll_oneoff returned at the deadline). Whether
@@ -340,15 +343,29 @@ func (inst *Instance) stepCallback(name abi.Callback) abi.Callback {
 	return name
 }
 
+// noStep is a step no callback has.
+const noStep = ^uint32(0)
+
 // step reads the dispatcher's step global: the index of the callback it
-// runs, or ran last.
+// runs, or ran last, or noStep.
 func (inst *Instance) step() uint32 {
-	if inst.stepGlobal == nil {
-		if inst.stepGlobal = inst.mod.ExportedGlobal(wasmbin.StepExport); inst.stepGlobal == nil {
-			return ^uint32(0)
-		}
+	if !inst.lookUpStep() {
+		return noStep
 	}
 	return uint32(inst.stepGlobal.Get())
+}
+
+func (inst *Instance) setStep(step uint32) {
+	if inst.lookUpStep() {
+		inst.stepGlobal.Set(uint64(step))
+	}
+}
+
+func (inst *Instance) lookUpStep() bool {
+	if inst.stepGlobal == nil {
+		inst.stepGlobal, _ = inst.mod.ExportedGlobal(wasmbin.StepExport).(api.MutableGlobal)
+	}
+	return inst.stepGlobal != nil
 }
 
 // callScope is where a series of guest calls runs: the root context's while
@@ -362,17 +379,45 @@ type callScope struct {
 	cancel  context.CancelFunc
 	timer   *time.Timer
 	expired atomic.Bool // the budget of a call ran out
+
+	mu    sync.Mutex
+	armed bool // a call is running under the timer
 }
 
 func newCallScope(parent context.Context, guest *abi.Guest, host abi.Host) *callScope {
 	ctx, cancel := context.WithCancel(parent)
 	s := &callScope{parent: parent, ctx: abi.WithCall(ctx, guest, host), cancel: cancel}
-	s.timer = time.AfterFunc(time.Hour, func() {
-		s.expired.Store(true)
-		cancel()
-	})
+	s.timer = time.AfterFunc(time.Hour, s.expire)
 	s.timer.Stop()
 	return s
+}
+
+// arm starts a call's budget of d.
+func (s *callScope) arm(d time.Duration) {
+	s.mu.Lock()
+	s.armed = true
+	s.mu.Unlock()
+	s.timer.Reset(d)
+}
+
+// disarm ends the running call's budget. A timer that fired as the call
+// returned may still run expire; it finds the scope disarmed and leaves
+// the next call alone.
+func (s *callScope) disarm() {
+	s.timer.Stop()
+	s.mu.Lock()
+	s.armed = false
+	s.mu.Unlock()
+}
+
+// expire ends the scope when the running call is out of budget.
+func (s *callScope) expire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.armed {
+		s.expired.Store(true)
+		s.cancel()
+	}
 }
 
 // end releases the scope; its calls are over.

@@ -297,6 +297,26 @@ func TestCanceledRequestStopsTheCall(t *testing.T) {
 	}
 }
 
+// A call that fails before the guest runs is traced to the callback it was
+// for, not to the one the instance ran before it.
+func TestCanceledCallNamesItsOwnCallback(t *testing.T) {
+	p := mustLoad(t, guest(t, `
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0))`))
+	for range 20 {
+		ctx, cancel := context.WithCancel(context.Background())
+		_, hc, _ := newHTTPFor(t, p, ctx)
+		if _, err := hc.RequestHeaders(0, false); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		_, err := hc.ResponseHeaders(0, true)
+		if ge := wantGuestError(t, err, ErrCanceled); ge.Callback != string(abi.OnResponseHeaders) {
+			t.Fatalf("failure traced to %q, want proxy_on_response_headers", ge.Callback)
+		}
+	}
+}
+
 // A canceled context also stops a filter from starting: Load returns
 // rather than wait out the (long) budget.
 func TestCanceledContextStopsStartUp(t *testing.T) {
@@ -569,5 +589,24 @@ func TestGuestErrorFormatting(t *testing.T) {
 	err := error(&GuestError{Kind: ErrTrap, Err: cause})
 	if !errors.Is(err, ErrTrap) || !errors.Is(err, cause) || errors.Is(err, ErrTimeout) {
 		t.Error("errors.Is does not match exactly the kind and the cause")
+	}
+}
+
+// A budget timer that fires just as its call returns (its function runs
+// after the call disarmed it) does not end the scope: the next call would
+// fail for the previous one's budget.
+func TestLateBudgetTimerSparesTheNextCall(t *testing.T) {
+	s := newCallScope(context.Background(), nil, nil)
+	defer s.end()
+	s.arm(time.Hour)
+	s.disarm()
+	s.expire() // the late timer
+	if s.ctx.Err() != nil || s.expired.Load() {
+		t.Fatal("a timer firing after its call ended the scope")
+	}
+	s.arm(time.Hour)
+	s.expire() // on time
+	if s.ctx.Err() == nil || !s.expired.Load() {
+		t.Fatal("a timer firing during its call did not end the scope")
 	}
 }

@@ -217,7 +217,7 @@ func TestLoadRejectsBadModules(t *testing.T) {
 		name:  "minimum memory above memory_limit",
 		wat:   `(module (memory (export "memory") 17) (func (export "proxy_abi_version_0_2_1")) (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024)))`,
 		limit: 1 << 20,
-		want:  []string{"min 17 pages", "limit of 16 pages"},
+		want:  []string{"memory starts at 17 pages", "more than memory_limit 1048576"},
 	}, {
 		name: "a huge table",
 		wat: `(module (table 1000000 funcref) ` + memAlloc + `
@@ -225,7 +225,7 @@ func TestLoadRejectsBadModules(t *testing.T) {
 		want: []string{"1000000 elements", fmt.Sprint(maxTableSize)},
 	}, {
 		name: "data segments larger than memory_limit",
-		wat: `(module (memory (export "memory") 2)
+		wat: `(module (memory (export "memory") 1)
   (data (i32.const 0) "` + strings.Repeat("x", 70000) + `")
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024)))`,
@@ -265,6 +265,13 @@ func TestLoadRejectsHugeDeclarationsQuicklyWithBoundedMemory(t *testing.T) {
 		name:   "seventy thousand globals",
 		module: wasmModule(section(6, vec(70_000, []byte{0x7f, 0, 0x41, 0, 0x0b}))), // i32 const 0
 		want:   "defines 70000 globals",
+	}, {
+		// Preparing it would build a 4 GiB image of its initial memory.
+		name: "a 4 GiB initial memory with a byte at its end",
+		module: wasmModule(
+			section(5, []byte{1, 0x00, 0x80, 0x80, 0x04}),           // 65536 pages
+			section(11, []byte{1, 0x00, 0x41, 0x70, 0x0b, 1, 'x'})), // at i32.const -16
+		want: "module memory starts at 65536 pages (4294967296 bytes), more than memory_limit",
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			var before, after runtime.MemStats
@@ -596,8 +603,11 @@ func TestLoadRejectsDeeplyNestedCodeQuickly(t *testing.T) {
 			[]string{"not a WebAssembly module", "4294967295 entries cannot fit in 0 bytes"}},
 		{"too many function types", wasmModule(section(1, vec(maxTypes+1, []byte{0x60, 0, 0}))),
 			[]string{fmt.Sprintf("declares %d function types, limit %d", maxTypes+1, maxTypes)}},
-		{"too many entries", wasmModule(section(9, append([]byte{1, 1, 0}, vec(maxEntries, []byte{0})...))), // a passive segment of function 0s
-			[]string{fmt.Sprintf("have %d entries in all, limit %d", maxEntries+1, maxEntries)}},
+		{"too many entries", wasmModule( // a function, and a passive segment of maxEntries references to it
+			section(1, []byte{1, 0x60, 0, 0}), section(3, []byte{1, 0}),
+			section(9, append([]byte{1, 1, 0}, vec(maxEntries, []byte{0})...)),
+			section(10, []byte{1, 2, 0, 0x0b})),
+			[]string{fmt.Sprintf("have %d entries in all, limit %d", maxEntries+4, maxEntries)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var before, after runtime.MemStats
@@ -673,4 +683,25 @@ func TestLoadAcceptsRealGuests(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A panic while preparing a module (a bug in Sluice) does not fail the
+// load, let alone the process: the module runs as it is, and the start mode
+// says why.
+func TestLoadSurvivesAPanicInPrepare(t *testing.T) {
+	defer func(prev func([]byte, wasmbin.DispatchSpec) (*wasmbin.Prepared, error)) { prepareModule = prev }(prepareModule)
+	prepareModule = func([]byte, wasmbin.DispatchSpec) (*wasmbin.Prepared, error) { panic("index out of range") }
+	p, err := Load(context.Background(), config(guest(t, "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	if mode := p.StartMode(); !strings.Contains(mode, "fresh, unprepared") || !strings.Contains(mode, "panicked") {
+		t.Errorf("start mode %q", mode)
+	}
+	inst, err := p.NewInstance(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst.Close(context.Background())
 }

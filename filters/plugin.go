@@ -167,7 +167,7 @@ func Load(ctx context.Context, cfg Config) (*Plugin, error) {
 	sum := sha256.Sum256(cfg.Module)
 	p.digest = "sha256:" + hex.EncodeToString(sum[:])
 	module := cfg.Module
-	switch prepared, err := wasmbin.Prepare(cfg.Module, dispatchSpec); {
+	switch prepared, err := prepare(cfg.Module); {
 	case err == nil:
 		p.prepared, module = prepared, prepared.Module
 		if p.freshMemory, err = cowmem.NewPool(prepared.Memory, p.memoryReserve(), idleMemoriesPerPool); err != nil {
@@ -222,12 +222,31 @@ func Load(ctx context.Context, cfg Config) (*Plugin, error) {
 			return nil, fmt.Errorf("taking the snapshot: %w", err)
 		}
 		p.startMode = "snapshot"
+		// Every instance starts from the snapshot now: the data image's
+		// pool (its memfd) serves nobody.
+		p.freshMemory.Close()
+		p.freshMemory = nil
 		if cfg.Prewarm > 0 {
 			p.startWarming(cfg.Prewarm)
 		}
 	}
 	return p, nil
 }
+
+// prepare is wasmbin.Prepare, with a panic (a bug in Sluice, not the
+// module's fault) turned into an error: a config load must fail, not the
+// process.
+func prepare(module []byte) (p *wasmbin.Prepared, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			p, err = nil, fmt.Errorf("%w: preparing the module panicked (a bug in Sluice): %v", wasmbin.ErrNotPreparable, v)
+		}
+	}()
+	return prepareModule(module, dispatchSpec)
+}
+
+// prepareModule is wasmbin.Prepare; tests replace it.
+var prepareModule = wasmbin.Prepare
 
 // checkShape refuses modules whose declared sizes would make every instance
 // expensive, before the compiler spends time on them, and returns the
@@ -248,6 +267,9 @@ func checkShape(module []byte, limits Limits) (*wasmbin.Summary, error) {
 		return nil, fmt.Errorf("module defines %d globals, limit %d", s.Globals, maxGlobals)
 	case s.TableMin > maxTableSize:
 		return nil, fmt.Errorf("module tables need %d elements, limit %d", s.TableMin, maxTableSize)
+	case uint64(s.MemoryMin)*wasmPageSize > limits.MemoryLimit:
+		return nil, fmt.Errorf("module memory starts at %d pages (%d bytes), more than memory_limit %d",
+			s.MemoryMin, uint64(s.MemoryMin)*wasmPageSize, limits.MemoryLimit)
 	case s.DataBytes > limits.MemoryLimit:
 		return nil, fmt.Errorf("module data segments are %d bytes, more than memory_limit %d", s.DataBytes, limits.MemoryLimit)
 	case s.MaxNesting > maxNesting:
@@ -403,7 +425,7 @@ func (p *Plugin) Limits() Limits { return p.cfg.Limits }
 func (p *Plugin) Exports(cb abi.Callback) bool { return p.exported[cb] }
 
 // Close releases the compiled module and the runtime. Instances still running
-// fail their next call.
+// fail their next call. It is safe to call more than once.
 func (p *Plugin) Close(ctx context.Context) error {
 	if p.warm != nil {
 		p.warm.close()

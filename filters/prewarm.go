@@ -28,6 +28,7 @@ type warmInstances struct {
 	ready    chan *Instance
 	wake     chan struct{}
 	stop     chan struct{}
+	stopOnce sync.Once
 	done     sync.WaitGroup
 	lastMiss atomic.Int64 // unix nanoseconds
 }
@@ -96,9 +97,10 @@ func (w *warmInstances) refill() {
 	}
 }
 
-// close stops the filler and discards the ready instances.
+// close stops the filler and discards the ready instances. It is safe to
+// call more than once.
 func (w *warmInstances) close() {
-	close(w.stop)
+	w.stopOnce.Do(func() { close(w.stop) })
 	w.done.Wait()
 	for {
 		select {

@@ -111,6 +111,9 @@ func (inst *Instance) withMemory(ctx context.Context, pool *cowmem.Pool) (contex
 		return ctx, nil
 	}
 	mem, err := pool.Get()
+	if errors.Is(err, cowmem.ErrTooManyMemories) {
+		return nil, fmt.Errorf("wasm filter %q: %w (%w)", p.cfg.Name, ErrOverloaded, err)
+	}
 	if err != nil {
 		return nil, err
 	}

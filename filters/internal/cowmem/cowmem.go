@@ -23,10 +23,31 @@ const maxIdle = 4096
 // idle counts the memories all pools keep.
 var idle atomic.Int64
 
+// mapped counts the memories all pools have made and not released, in use
+// or idle. It is capped at a quarter of the kernel's mapping limit: each
+// memory holds two mappings, and the rest are left to the Go runtime,
+// compiled code and everything else. Past the cap, Get refuses: a guest
+// instance too many must be refused, not crash the process when the
+// kernel refuses a mapping the runtime needs.
+var (
+	mapped    atomic.Int64
+	maxMapped atomic.Int64
+)
+
+func init() { maxMapped.Store(int64(maxMapCount() / 4)) }
+
+// Mapped is how many memories are mapped now.
+func Mapped() int64 { return mapped.Load() }
+
+// SetMappedLimit changes how many memories may be mapped at once, for
+// tests, and returns the previous limit.
+func SetMappedLimit(n int64) int64 { return maxMapped.Swap(n) }
+
 // Errors of NewPool and Get.
 var (
-	ErrTooLarge = errors.New("cowmem: image larger than the memory reservation")
-	ErrClosed   = errors.New("cowmem: pool closed")
+	ErrTooLarge        = errors.New("cowmem: image larger than the memory reservation")
+	ErrClosed          = errors.New("cowmem: pool closed")
+	ErrTooManyMemories = errors.New("cowmem: as many memories mapped as the kernel's mapping limit allows")
 )
 
 // Pool hands out memories that start as its image, each with room to grow to
@@ -85,7 +106,15 @@ func (p *Pool) Get() (*Memory, error) {
 	if p.closed {
 		return nil, ErrClosed
 	}
-	return p.image.mapMemory(p.reserve)
+	if mapped.Add(1) > maxMapped.Load() {
+		mapped.Add(-1)
+		return nil, ErrTooManyMemories
+	}
+	m, err := p.image.mapMemory(p.reserve)
+	if err != nil {
+		mapped.Add(-1)
+	}
+	return m, err
 }
 
 // Put resets a memory to the image and keeps it for reuse, or releases it
@@ -109,7 +138,7 @@ func (p *Pool) Put(m *Memory) {
 		}
 		m.size, m.high = 0, 0
 	} else if err := m.reset(); err != nil {
-		m.release()
+		m.unmap()
 		return
 	}
 	p.mu.Lock()
@@ -121,7 +150,7 @@ func (p *Pool) Put(m *Memory) {
 		idle.Add(-1) // the process keeps enough
 	}
 	p.mu.Unlock()
-	m.release()
+	m.unmap()
 }
 
 // Close releases the pooled memories and the image. Memories still in use
@@ -134,8 +163,14 @@ func (p *Pool) Close() {
 	p.mu.Unlock()
 	idle.Add(-int64(len(free)))
 	for _, m := range free {
-		m.release()
+		m.unmap()
 	}
+}
+
+// unmap releases a memory for good.
+func (m *Memory) unmap() {
+	m.release()
+	mapped.Add(-1)
 }
 
 // Size is the image's size in bytes, a multiple of the page size.

@@ -5,12 +5,23 @@ package cowmem
 import (
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
 var pageSize = uint64(os.Getpagesize())
+
+// maxMapCount is the kernel's limit on a process's mappings.
+func maxMapCount() int {
+	b, err := os.ReadFile("/proc/sys/vm/max_map_count")
+	if n, perr := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && perr == nil && n > 0 {
+		return n
+	}
+	return 65530 // the kernel's default
+}
 
 // image is a sealed memfd holding the contents every memory starts as.
 type image struct {

@@ -145,3 +145,40 @@ func TestGetRacingClose(t *testing.T) {
 		}
 	}
 }
+
+// Past the process's mapping limit, Get refuses instead of mapping; a
+// memory released for good makes room again, and an idle one handed out
+// again needs none.
+func TestGetRefusesPastTheMappingLimit(t *testing.T) {
+	p, err := NewPool(testImage(t, 100), 1<<20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	defer SetMappedLimit(SetMappedLimit(mapped.Load() + 2))
+	a, errA := p.Get()
+	b, errB := p.Get()
+	if errA != nil || errB != nil {
+		t.Fatal(errA, errB)
+	}
+	if _, err := p.Get(); err != ErrTooManyMemories {
+		t.Fatalf("a third memory: %v, want ErrTooManyMemories", err)
+	}
+	p.Put(a) // kept idle: still mapped
+	a, err = p.Get()
+	if err != nil {
+		t.Fatalf("the idle memory: %v", err)
+	}
+	p.Put(a)
+	p.Put(b) // the pool keeps one: b is released
+	c, err := p.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := p.Get()
+	if err != nil {
+		t.Fatalf("after a release: %v", err)
+	}
+	p.Put(c)
+	p.Put(d)
+}

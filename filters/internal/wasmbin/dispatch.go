@@ -78,17 +78,18 @@ func planDispatch(module []byte, spec DispatchSpec) *dispatchPlan {
 		switch id {
 		case SectionType:
 			for n := body.u32(); n > 0 && body.err == nil; n-- {
-				if body.b[body.pos] != 0x60 {
+				if body.byte() != 0x60 {
 					return nil // a recursive group: leave the module's types alone
 				}
-				body.pos++
 				t := funcType{allI32: true}
 				for _, count := range [2]*int{&t.params, &t.results} {
 					*count = int(body.u32())
 					for k := 0; k < *count && body.err == nil; k++ {
-						if body.byte() != 0x7f {
+						// Read whole: a reference type has a heap type after it.
+						if body.pos < len(body.b) && body.b[body.pos] != 0x7f {
 							t.allI32 = false
 						}
+						body.valType()
 					}
 				}
 				types = append(types, t)

@@ -282,3 +282,51 @@ func TestSequenceRunsToItsEnd(t *testing.T) {
 		t.Errorf("got %d, %v; want 1", stack[0], err)
 	}
 }
+
+// A callback whose type has a typed reference is not dispatched, and the
+// types after it are read right: the callback after it is.
+func TestDispatchSkipsTypedReferences(t *testing.T) {
+	b := module(
+		section(SectionType, hx("03 60017f00 6002630 07f00 6000017f")), // (i32), ((ref null 0) i32), () -> i32
+		section(SectionFunction, hx("03 00 01 02")),
+		section(SectionMemory, hx("01 00 01")),
+		section(SectionExport, append(hx("03"), append(append(append(name("cb"), 0, 0), append(name("refcb"), 0, 1)...),
+			append(name("last"), 0, 2)...)...)),
+		section(SectionCode, hx("03 02 00 0b 02 00 0b 04 00 41 07 0b")))
+	p, err := Prepare(b, DispatchSpec{Callbacks: []string{"refcb", "cb", "last"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p.Dispatch["refcb"]; ok || len(p.Dispatch) != 2 {
+		t.Errorf("Dispatch = %v, want cb and last only", p.Dispatch)
+	}
+	if err := compile(t, newRuntime(t), p.Module); err != nil {
+		t.Errorf("the prepared module does not compile: %v", err)
+	}
+}
+
+// FuzzPrepare checks that Prepare never panics on a module Summarize
+// accepts, and that what it writes is well formed in turn.
+func FuzzPrepare(f *testing.F) {
+	f.Add(guestbuild.WATText(f, preparableWAT))
+	f.Add(codeModule(hx("00 00 0b")))
+	f.Add(module(
+		section(SectionType, hx("02 6002630 07f00 60017f00")),
+		section(SectionFunction, hx("02 00 01")),
+		section(SectionMemory, hx("01 00 01")),
+		section(SectionExport, append(hx("02"), append(append(name("proxy_on_log"), 0, 1), append(name("proxy_on_done"), 0, 0)...)...)),
+		section(SectionCode, hx("02 02 00 0b 02 00 0b")),
+		section(SectionData, hx("01 00 41 10 0b 02 68 69"))))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if _, err := Summarize(b); err != nil {
+			return
+		}
+		p, err := Prepare(b, proxySpec)
+		if err != nil {
+			return
+		}
+		if _, err := Summarize(p.Module); err != nil {
+			t.Errorf("the prepared module is malformed: %v", err)
+		}
+	})
+}

@@ -39,6 +39,7 @@ const (
 type Summary struct {
 	Functions    uint32 // defined functions
 	Globals      uint32 // defined globals
+	MemoryMin    uint32 // the largest declared minimum of a defined memory, in 64 KiB pages
 	TableMin     uint64 // sum of the minimum sizes of defined and imported tables
 	DataBytes    uint64 // size of the data section
 	CustomBytes  uint64 // size of all custom sections
@@ -53,14 +54,15 @@ type Summary struct {
 
 	// From the code section. Function indexes count imported functions
 	// first, as the module's function index space does.
-	ImportedFuncs  uint32 // imported functions
-	MaxNesting     uint32 // deepest block/loop/if/try_table nesting of any body; a flat body is 0
-	MaxNestingFunc uint32 // index of the first function reaching MaxNesting
-	MaxBodySize    uint32 // bytes of the largest function body (locals and code)
-	MaxBodyFunc    uint32 // index of the first function reaching MaxBodySize
-	MaxLocals      uint64 // most locals one function declares, parameters not counted
-	MaxLocalsFunc  uint32 // index of the first function reaching MaxLocals
-	Locals         uint64 // locals all functions declare
+	ImportedFuncs   uint32 // imported functions
+	ImportedGlobals uint32 // imported globals
+	MaxNesting      uint32 // deepest block/loop/if/try_table nesting of any body; a flat body is 0
+	MaxNestingFunc  uint32 // index of the first function reaching MaxNesting
+	MaxBodySize     uint32 // bytes of the largest function body (locals and code)
+	MaxBodyFunc     uint32 // index of the first function reaching MaxBodySize
+	MaxLocals       uint64 // most locals one function declares, parameters not counted
+	MaxLocalsFunc   uint32 // index of the first function reaching MaxLocals
+	Locals          uint64 // locals all functions declare
 
 	// What the code does that decides how instances may start (see Prepare).
 	UsesDataSegments bool // memory.init or data.drop
@@ -69,10 +71,12 @@ type Summary struct {
 
 // Summarize walks the sections of a module, their entries, and the
 // instructions of every function body. It checks the structure it reads
-// (sizes, counts, opcodes and the length of their immediates), so that every
-// count wazero sizes an allocation by is backed by the bytes it claims, and
-// leaves everything else, types and indexes included, to the compiler. It
-// allocates nothing in proportion to the module.
+// (section order, sizes, counts, opcodes and the length of their
+// immediates), so that every count wazero sizes an allocation by is backed by
+// the bytes it claims, and that every function, global and type index is in
+// range, so that Prepare, which adds one of each, cannot make an invalid
+// index valid. It leaves everything else, types included, to the compiler.
+// It allocates nothing in proportion to the module.
 func Summarize(b []byte) (*Summary, error) {
 	if !bytes.HasPrefix(b, header) {
 		if len(b) >= 4 && bytes.Equal(b[:4], header[:4]) {
@@ -81,7 +85,11 @@ func Summarize(b []byte) (*Summary, error) {
 		return nil, fmt.Errorf("%w: missing \\0asm header", ErrMalformed)
 	}
 	s := &Summary{}
-	r := reader{b: b, pos: len(header)}
+	var (
+		r    = reader{b: b, pos: len(header)}
+		used indexes // the largest indexes the sections refer to
+		last int     // order of the last non-custom section
+	)
 	for !r.done() {
 		id := r.byte()
 		size := r.u32()
@@ -91,6 +99,12 @@ func Summarize(b []byte) (*Summary, error) {
 		if uint64(size) > uint64(len(r.b)-r.pos) {
 			return nil, fmt.Errorf("%w: section %d of %d bytes runs past the end", ErrMalformed, id, size)
 		}
+		if id != SectionCustom {
+			if sectionOrder(id) <= last {
+				return nil, fmt.Errorf("%w: section %d repeated or out of order", ErrMalformed, id)
+			}
+			last = sectionOrder(id)
+		}
 		body := r.sub(int(size))
 		s.readSection(id, &body)
 		if body.err == nil && body.pos != len(body.b) {
@@ -99,8 +113,42 @@ func Summarize(b []byte) (*Summary, error) {
 		if body.err != nil {
 			return nil, fmt.Errorf("section %d: %w", id, body.err)
 		}
+		used.merge(body.used)
 	}
-	return s, r.err
+	if r.err != nil {
+		return nil, r.err
+	}
+	return s, s.checkIndexes(used)
+}
+
+// indexes records the largest function, global and type index a module
+// refers to, each plus one: zero when it refers to none.
+type indexes struct{ funcs, globals, types uint64 }
+
+func (x *indexes) merge(y indexes) {
+	x.funcs = max(x.funcs, y.funcs)
+	x.globals = max(x.globals, y.globals)
+	x.types = max(x.types, y.types)
+}
+
+func refer(bound *uint64, index uint32) { *bound = max(*bound, uint64(index)+1) }
+
+// checkIndexes refuses references past the end of an index space.
+func (s *Summary) checkIndexes(used indexes) error {
+	for _, space := range []struct {
+		what      string
+		used, has uint64
+	}{
+		{"function", used.funcs, uint64(s.ImportedFuncs) + uint64(s.Functions)},
+		{"global", used.globals, uint64(s.ImportedGlobals) + uint64(s.Globals)},
+		{"type", used.types, uint64(s.Types)},
+	} {
+		if space.used > space.has {
+			return fmt.Errorf("%w: %s index %d out of range: the module has %d",
+				ErrMalformed, space.what, space.used-1, space.has)
+		}
+	}
+	return nil
 }
 
 // readSection walks the entries of one section, all of them.
@@ -130,7 +178,7 @@ func (s *Summary) readSection(id byte, r *reader) {
 	case SectionFunction:
 		s.Functions = s.vector(r)
 		for n := s.Functions; n > 0 && r.err == nil; n-- {
-			r.u32() // type index
+			refer(&r.used.types, r.u32())
 		}
 	case SectionTable:
 		for n := s.vector(r); n > 0 && r.err == nil; n-- {
@@ -138,7 +186,7 @@ func (s *Summary) readSection(id byte, r *reader) {
 		}
 	case SectionMemory:
 		for n := s.vector(r); n > 0 && r.err == nil; n-- {
-			r.limits()
+			s.MemoryMin = max(s.MemoryMin, r.limits())
 		}
 	case SectionGlobal:
 		s.Globals = s.vector(r)
@@ -150,10 +198,16 @@ func (s *Summary) readSection(id byte, r *reader) {
 	case SectionExport:
 		for n := s.vector(r); n > 0 && r.err == nil; n-- {
 			r.name()
-			r.byte() // kind
-			r.u32()  // index
+			switch kind, index := r.byte(), r.u32(); kind {
+			case 0x00:
+				refer(&r.used.funcs, index)
+			case 0x03:
+				refer(&r.used.globals, index)
+			}
 		}
-	case SectionStart, SectionDataCount:
+	case SectionStart:
+		refer(&r.used.funcs, r.u32())
+	case SectionDataCount:
 		r.u32()
 	case SectionElement:
 		for n := s.vector(r); n > 0 && r.err == nil; n-- {
@@ -179,7 +233,7 @@ func (s *Summary) readSection(id byte, r *reader) {
 	case SectionTag:
 		for n := s.vector(r); n > 0 && r.err == nil; n-- {
 			r.byte() // attribute
-			r.u32()  // type index
+			refer(&r.used.types, r.u32())
 		}
 	default:
 		r.pos = len(r.b) // wazero refuses it
@@ -204,7 +258,7 @@ func (s *Summary) readImports(r *reader) {
 		r.name() // field
 		switch kind := r.byte(); kind {
 		case 0x00: // function: type index
-			r.u32()
+			refer(&r.used.types, r.u32())
 			s.ImportedFuncs++
 		case 0x01: // table
 			s.TableMin += uint64(r.table())
@@ -215,9 +269,10 @@ func (s *Summary) readImports(r *reader) {
 		case 0x03: // global: value type, mutability
 			r.valType()
 			r.byte()
+			s.ImportedGlobals++
 		case 0x04: // tag: attribute, type index
 			r.byte()
-			r.u32()
+			refer(&r.used.types, r.u32())
 		default:
 			if r.err == nil {
 				r.fail(fmt.Sprintf("unknown import kind %#x", kind))
@@ -251,7 +306,7 @@ func (s *Summary) readElements(r *reader) {
 	}
 	for n := s.vector(r); n > 0 && r.err == nil; n-- {
 		if flags&0x04 == 0 {
-			r.u32() // function index
+			refer(&r.used.funcs, r.u32())
 		} else {
 			r.instructions() // an expression
 		}
@@ -317,6 +372,7 @@ func (s *Summary) readCode(r *reader) {
 		depth := body.instructions()
 		s.UsesDataSegments = s.UsesDataSegments || body.usesData
 		s.WritesTables = s.WritesTables || body.writesTables
+		r.used.merge(body.used)
 		if body.err == nil && body.pos != len(body.b) {
 			body.fail("code after the body's end")
 		}
@@ -379,9 +435,13 @@ const (
 	immTryTable // block type and catch clauses; opens a level
 	immEnd      // closes a level, or the body
 	immU32      // one index or label
-	immU32x2    // two indexes (call_indirect: type and table)
+	immFunc     // a function index
+	immGlobal   // a global index
+	immType     // a type index
+	immHeapType // a heap type: an s33, a type index when not negative
+	immU32x2    // a type index and a table index (call_indirect)
 	immMemArg   // alignment and offset
-	immI32      // LEB128 up to 5 bytes: i32.const, and ref.null's heap type
+	immI32      // LEB128 up to 5 bytes: i32.const
 	immI64      // signed LEB128 up to 10 bytes
 	immF32      // 4 bytes
 	immF64      // 8 bytes
@@ -414,14 +474,18 @@ var opcodes = func() (t [256]uint8) {
 	set(immBlock, 0x02, 0x03, 0x04)
 	set(immTryTable, 0x1f)
 	set(immEnd, 0x0b)
-	// throw, br, br_if, call, return_call, call_ref, return_call_ref,
-	// table.get, table.set, ref.func, br_on_null, br_on_non_null
-	set(immU32, 0x08, 0x0c, 0x0d, 0x10, 0x12, 0x14, 0x15, 0x25, 0x26, 0xd2, 0xd5, 0xd6)
-	span(immU32, 0x20, 0x24)    // local.get/set/tee, global.get/set
+	// throw, br, br_if, table.get, table.set, br_on_null, br_on_non_null
+	set(immU32, 0x08, 0x0c, 0x0d, 0x25, 0x26, 0xd5, 0xd6)
+	span(immU32, 0x20, 0x22)    // local.get/set/tee
 	set(immU32, 0x3f, 0x40)     // memory.size, memory.grow: a reserved zero
-	set(immU32x2, 0x11, 0x13)   // call_indirect, return_call_indirect
+	set(immFunc, 0x10, 0x12)    // call, return_call
+	set(immFunc, 0xd2)          // ref.func
+	set(immGlobal, 0x23, 0x24)  // global.get, global.set
+	set(immType, 0x14, 0x15)    // call_ref, return_call_ref
+	set(immU32x2, 0x11, 0x13)   // call_indirect, return_call_indirect: type, table
 	span(immMemArg, 0x28, 0x3e) // loads and stores
-	set(immI32, 0x41, 0xd0)     // i32.const; ref.null's heap type
+	set(immI32, 0x41)           // i32.const
+	set(immHeapType, 0xd0)      // ref.null
 	set(immI64, 0x42)           // i64.const
 	set(immF32, 0x43)           // f32.const
 	set(immF64, 0x44)           // f64.const
@@ -505,8 +569,16 @@ func (r *reader) instructions() (deepest uint32) {
 				r.writesTables = true
 			}
 			r.u32()
+		case immFunc:
+			refer(&r.used.funcs, r.u32())
+		case immGlobal:
+			refer(&r.used.globals, r.u32())
+		case immType:
+			refer(&r.used.types, r.u32())
+		case immHeapType:
+			r.heapType()
 		case immU32x2:
-			r.u32()
+			refer(&r.used.types, r.u32())
 			r.u32()
 		case immMemArg:
 			r.memArg()
@@ -598,9 +670,18 @@ func (r *reader) prefixFE() {
 // blockType reads a block type: an s33 that is an empty or value type, a
 // type index, or the prefix of a reference type followed by its heap type.
 func (r *reader) blockType() {
-	switch r.s33() {
-	case -29, -28: // 0x63 (ref null ht), 0x64 (ref ht)
-		r.s33()
+	switch t := r.s33(); {
+	case t >= 0 && r.err == nil:
+		refer(&r.used.types, uint32(min(t, 1<<32-1)))
+	case t == -29, t == -28: // 0x63 (ref null ht), 0x64 (ref ht)
+		r.heapType()
+	}
+}
+
+// heapType reads a heap type: an abstract one (negative) or a type index.
+func (r *reader) heapType() {
+	if t := r.s33(); t >= 0 && r.err == nil {
+		refer(&r.used.types, uint32(min(t, 1<<32-1)))
 	}
 }
 
@@ -609,7 +690,7 @@ func (r *reader) valType() {
 	switch t := r.byte(); t {
 	case 0x7f, 0x7e, 0x7d, 0x7c, 0x7b, 0x70, 0x6f, 0x69: // i32 i64 f32 f64 v128 funcref externref exnref
 	case 0x63, 0x64: // (ref null ht), (ref ht)
-		r.s33()
+		r.heapType()
 	default:
 		if r.err == nil {
 			r.pos--
@@ -631,8 +712,9 @@ type reader struct {
 	base int // offset of b in the module, for errors
 	err  error
 
-	usesData     bool // the code read so far uses data segments
-	writesTables bool // the code read so far writes tables
+	usesData     bool    // the code read so far uses data segments
+	writesTables bool    // the code read so far writes tables
+	used         indexes // by what was read so far
 }
 
 func (r *reader) done() bool { return r.err != nil || r.pos >= len(r.b) }

@@ -66,15 +66,17 @@ func TestSummarizeValidModule(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Summary{
-		Functions:     3,
-		Globals:       3,
-		TableMin:      12,
-		CustomBytes:   uint64(len(name("note")) + 10),
-		Entries:       20, // 3 types, 2 imports, 3 functions, 2 tables, 1 memory, 3 globals, 1 export, 3 bodies, 2 data
-		Types:         3,
-		ImportedFuncs: 1,
-		MaxBodySize:   4, // no locals, i32.const 0, end
-		MaxBodyFunc:   3,
+		Functions:       3,
+		Globals:         3,
+		MemoryMin:       2,
+		TableMin:        12,
+		CustomBytes:     uint64(len(name("note")) + 10),
+		Entries:         20, // 3 types, 2 imports, 3 functions, 2 tables, 1 memory, 3 globals, 1 export, 3 bodies, 2 data
+		Types:           3,
+		ImportedFuncs:   1,
+		ImportedGlobals: 1,
+		MaxBodySize:     4, // no locals, i32.const 0, end
+		MaxBodyFunc:     3,
 	}
 	if s.DataBytes < 10 || s.DataBytes > 40 {
 		t.Errorf("DataBytes = %d, want the data section's size (10 bytes of data plus headers)", s.DataBytes)
@@ -118,7 +120,8 @@ func TestSummarizeImportedTablesAndMemories(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			entry := append(append(name("env"), name("x")...), tc.imports...)
-			b := module(section(SectionImport, append(uleb(1), entry...)),
+			b := module(section(SectionType, []byte{1, 0x60, 0, 0}), // the imported function's and tag's
+				section(SectionImport, append(uleb(1), entry...)),
 				section(SectionTable, []byte{1, 0x70, 0x00, 0x04})) // and a defined table of 4
 			s, err := Summarize(b)
 			if err != nil {
@@ -650,4 +653,90 @@ func FuzzSummarize(f *testing.F) {
 			t.Errorf("%x (%d bytes): %+v", b, len(b), *s)
 		}
 	})
+}
+
+// A function, global or type index past the end of its index space is
+// refused, as wazero refuses it: Prepare appends a function, a global and a
+// type, and must not make such an index valid.
+func TestSummarizeRejectsIndexesOutOfRange(t *testing.T) {
+	// sections builds a module of one function of type () -> (), with the
+	// given code and extra sections, in the binary format's order.
+	sections := func(code string, extra map[byte]string) []byte {
+		parts := map[byte]string{
+			SectionType:     "01 600000",
+			SectionFunction: "01 00",
+			SectionTable:    "01 70 00 01",
+			SectionCode:     "01 " + fmt.Sprintf("%02x", len(hx(code))+1) + " 00 " + code,
+		}
+		for id, s := range extra {
+			parts[id] = s
+		}
+		var out [][]byte
+		for _, id := range []byte{SectionType, SectionImport, SectionFunction, SectionTable, SectionGlobal,
+			SectionExport, SectionStart, SectionElement, SectionCode} {
+			if s, ok := parts[id]; ok {
+				out = append(out, section(id, hx(s)))
+			}
+		}
+		return module(out...)
+	}
+	r := newRuntime(t)
+	for _, tc := range []struct {
+		name, code string
+		extra      map[byte]string
+		want       string
+	}{
+		{"call", "10 01 0b", nil, "function index 1 out of range: the module has 1"},
+		{"return_call", "12 01 0b", nil, "function index 1"},
+		{"ref.func", "d2 05 1a 0b", nil, "function index 5"},
+		{"global.get", "23 00 1a 0b", nil, "global index 0 out of range: the module has 0"},
+		{"global.set", "41 00 24 01 0b", map[byte]string{SectionGlobal: "01 7f 01 41 00 0b"}, "global index 1"},
+		{"global.get in an initializer", "0b", map[byte]string{SectionGlobal: "01 7f 00 23 03 0b"}, "global index 3"},
+		{"call_indirect", "41 00 11 01 00 0b", nil, "type index 1 out of range: the module has 1"},
+		{"block type", "02 01 0b 0b", nil, "type index 1"},
+		{"typed reference in a block type", "02 63 07 0b 0b", nil, "type index 7"},
+		{"function's type", "0b", map[byte]string{SectionFunction: "01 02"}, "type index 2"},
+		{"imported function's type", "0b", map[byte]string{SectionImport: "01 01 6d 01 6e 00 04"}, "type index 4"},
+		{"exported function", "0b", map[byte]string{SectionExport: "01 01 66 00 01"}, "function index 1"},
+		{"exported global", "0b", map[byte]string{SectionExport: "01 01 67 03 00"}, "global index 0"},
+		{"start", "0b", map[byte]string{SectionStart: "02"}, "function index 2"},
+		{"element", "0b", map[byte]string{SectionElement: "01 00 41 00 0b 01 03"}, "function index 3"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := sections(tc.code, tc.extra)
+			_, err := Summarize(b)
+			if err == nil || !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Summarize: %v, want an error mentioning %q", err, tc.want)
+			}
+			if compile(t, r, b) == nil {
+				t.Error("wazero compiles it: the case is not what it says")
+			}
+		})
+	}
+	// The same module with every index in range is accepted.
+	if _, err := Summarize(sections("10 00 0b", map[byte]string{SectionExport: "01 01 66 00 00", SectionStart: "00"})); err != nil {
+		t.Errorf("in range: %v", err)
+	}
+}
+
+// Each non-custom section appears once, in the binary format's order
+// (Prepare would otherwise merge or misplace them); custom sections go
+// anywhere.
+func TestSummarizeRejectsSectionsOutOfOrder(t *testing.T) {
+	typ := section(SectionType, hx("01 600000"))
+	fn := section(SectionFunction, hx("01 00"))
+	code := section(SectionCode, hx("01 02 00 0b"))
+	custom := section(SectionCustom, name("note"))
+	for name, b := range map[string][]byte{
+		"repeated":              module(typ, typ, fn, code),
+		"out of order":          module(typ, code, fn),
+		"data count after code": module(typ, fn, code, section(SectionDataCount, hx("00"))),
+	} {
+		if _, err := Summarize(b); err == nil || !strings.Contains(err.Error(), "repeated or out of order") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := Summarize(module(custom, typ, custom, fn, custom, code, custom)); err != nil {
+		t.Errorf("custom sections between the others: %v", err)
+	}
 }
