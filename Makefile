@@ -36,11 +36,13 @@ deps:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
-## test: every test: unit (with -race), end to end through a real Caddy (with
-## instances restored from snapshots, then started fresh), examples
+## test: every test: unit (with -race), the test filters against the SDK's
+## emulator, end to end through a real Caddy (with instances restored from
+## snapshots, then started fresh), examples
 test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./abi/... ./filters/... ./caddymodule/... ./tests/guestbuild/...
+	cd tests/guests && $(GO) vet ./... && $(GO) test -count=1 ./...
 	$(GO) test -count=1 ./tests/
 	SLUICE_SNAPSHOT=off $(GO) test -count=1 ./tests/
 	cd examples && $(GO) vet ./... && $(GO) test -count=1 ./...

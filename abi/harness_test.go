@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sluice-edge/sluice/tests/guestbuild"
 	"github.com/tetratelabs/wazero"
@@ -99,16 +100,10 @@ var envSpec = map[string]string{
 }
 
 // unimplementedFuncs are the functions whose features Sluice does not offer
-// yet; each must answer UNIMPLEMENTED whatever its arguments.
+// (gRPC calls: see RATIONALE.md); each must answer UNIMPLEMENTED whatever
+// its arguments.
 var unimplementedFuncs = []string{
-	"proxy_set_tick_period_milliseconds",
-	"proxy_get_shared_data", "proxy_set_shared_data",
-	"proxy_register_shared_queue", "proxy_resolve_shared_queue",
-	"proxy_enqueue_shared_queue", "proxy_dequeue_shared_queue",
-	"proxy_http_call", "proxy_grpc_call", "proxy_grpc_stream", "proxy_grpc_send",
-	"proxy_grpc_cancel", "proxy_grpc_close",
-	"proxy_define_metric", "proxy_record_metric", "proxy_increment_metric", "proxy_get_metric",
-	"proxy_call_foreign_function",
+	"proxy_grpc_call", "proxy_grpc_stream", "proxy_grpc_send", "proxy_grpc_cancel", "proxy_grpc_close",
 }
 
 // wasiSpec is the type of every WASI preview1 function the host offers,
@@ -513,6 +508,18 @@ type fakeHost struct {
 
 	mapLookups, bufferLookups int
 	panicOnLog                any
+
+	// Services: what every service call returns, and a log of the calls
+	// that change something.
+	svcStatus   Status
+	svcCalls    []string
+	data        map[string][]byte
+	cas         uint32
+	queueItem   []byte
+	nextID      uint32
+	httpCalls   []HTTPCall
+	metricValue uint64
+	foreignOut  []byte
 }
 
 type logEntry struct {
@@ -536,7 +543,74 @@ func newFakeHost() *fakeHost {
 		buffers: map[BufferType]*fakeBuffer{},
 		props:   map[string][]byte{},
 		level:   LogInfo,
+		data:    map[string][]byte{},
+		nextID:  7,
 	}
+}
+
+// The fake Services: each records what it was asked, and answers svcStatus.
+
+func (h *fakeHost) record(format string, args ...any) Status {
+	h.svcCalls = append(h.svcCalls, fmt.Sprintf(format, args...))
+	return h.svcStatus
+}
+
+func (h *fakeHost) GetSharedData(key string) ([]byte, uint32, Status) {
+	if h.svcStatus != StatusOK {
+		return nil, 0, h.svcStatus
+	}
+	v, ok := h.data[key]
+	if !ok {
+		return nil, 0, StatusNotFound
+	}
+	return v, h.cas, StatusOK
+}
+
+func (h *fakeHost) SetSharedData(key string, value []byte, cas uint32) Status {
+	return h.record("set %s=%s cas=%d", key, value, cas)
+}
+
+func (h *fakeHost) RegisterSharedQueue(name string) (uint32, Status) {
+	return h.nextID, h.record("register %s", name)
+}
+
+func (h *fakeHost) ResolveSharedQueue(vmID, name string) (uint32, Status) {
+	return h.nextID, h.record("resolve %s/%s", vmID, name)
+}
+
+func (h *fakeHost) EnqueueSharedQueue(id uint32, value []byte) Status {
+	return h.record("enqueue %d %s", id, value)
+}
+
+func (h *fakeHost) DequeueSharedQueue(id uint32) ([]byte, Status) {
+	return h.queueItem, h.record("dequeue %d", id)
+}
+
+func (h *fakeHost) SetTickPeriod(d time.Duration) Status { return h.record("tick %v", d) }
+
+func (h *fakeHost) HTTPCall(c *HTTPCall) (uint32, Status) {
+	copied := *c
+	copied.Body = slices.Clone(c.Body)
+	h.httpCalls = append(h.httpCalls, copied)
+	return h.nextID, h.record("http_call %s", c.Upstream)
+}
+
+func (h *fakeHost) DefineMetric(t MetricType, name string) (uint32, Status) {
+	return h.nextID, h.record("define %d %s", t, name)
+}
+
+func (h *fakeHost) IncrementMetric(id uint32, delta int64) Status {
+	return h.record("increment %d %d", id, delta)
+}
+
+func (h *fakeHost) RecordMetric(id uint32, value uint64) Status {
+	return h.record("record %d %d", id, value)
+}
+
+func (h *fakeHost) GetMetric(uint32) (uint64, Status) { return h.metricValue, h.svcStatus }
+
+func (h *fakeHost) CallForeignFunction(name string, args []byte) ([]byte, Status) {
+	return h.foreignOut, h.record("foreign %s(%s)", name, args)
 }
 
 func (h *fakeHost) HeaderMap(t MapType, write bool) (HeaderMap, Status) {

@@ -46,6 +46,8 @@ type Host interface {
 	// CallStatus returns the status code and message of the last outbound
 	// call, for proxy_get_status.
 	CallStatus() (code uint32, message []byte, st Status)
+
+	Services
 }
 
 // HeaderMap is one header map of a request or response as the guest sees it:

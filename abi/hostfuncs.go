@@ -78,7 +78,8 @@ func unimplemented(name string, params []string, types ...api.ValueType) *hostFu
 var hostFunctions = buildHostFunctions()
 
 func buildHostFunctions() map[string]map[string]*hostFunction {
-	all := append(proxyFunctions(), wasiFunctions(ModuleWASI)...)
+	all := append(proxyFunctions(), serviceFunctions()...)
+	all = append(all, wasiFunctions(ModuleWASI)...)
 	all = append(all, wasiFunctions(ModuleWASIUnstable)...)
 	all = append(all, emscriptenFunctions()...)
 	byModule := map[string]map[string]*hostFunction{}
@@ -383,18 +384,7 @@ func proxyFunctions() []*hostFunction {
 				return c.host.SetProperty(SplitPropertyPath(path), value)
 			}),
 
-		// Features of later issues: timers, shared state, outbound calls,
-		// metrics and foreign functions.
-		unimplemented("proxy_set_tick_period_milliseconds", []string{"tick_period"}),
-		unimplemented("proxy_get_shared_data", []string{"key_data", "key_size", "return_value_data", "return_value_size", "return_cas"}),
-		unimplemented("proxy_set_shared_data", []string{"key_data", "key_size", "value_data", "value_size", "cas"}),
-		unimplemented("proxy_register_shared_queue", []string{"name_data", "name_size", "return_queue_id"}),
-		unimplemented("proxy_resolve_shared_queue", []string{"vm_id_data", "vm_id_size", "name_data", "name_size", "return_queue_id"}),
-		unimplemented("proxy_enqueue_shared_queue", []string{"queue_id", "value_data", "value_size"}),
-		unimplemented("proxy_dequeue_shared_queue", []string{"queue_id", "return_value_data", "return_value_size"}),
-		unimplemented("proxy_http_call", []string{"upstream_name_data", "upstream_name_size", "serialized_headers_data",
-			"serialized_headers_size", "body_data", "body_size", "serialized_trailers_data", "serialized_trailers_size",
-			"timeout", "return_call_id"}),
+		// gRPC calls: not offered (see RATIONALE.md).
 		unimplemented("proxy_grpc_call", []string{"upstream_name_data", "upstream_name_size", "service_name_data",
 			"service_name_size", "method_name_data", "method_name_size", "serialized_initial_metadata_data",
 			"serialized_initial_metadata_size", "message_data", "message_size", "timeout", "return_call_id"}),
@@ -404,12 +394,6 @@ func proxyFunctions() []*hostFunction {
 		unimplemented("proxy_grpc_send", []string{"stream_id", "message_data", "message_size", "end_stream"}),
 		unimplemented("proxy_grpc_cancel", []string{"call_or_stream_id"}),
 		unimplemented("proxy_grpc_close", []string{"call_or_stream_id"}),
-		unimplemented("proxy_define_metric", []string{"metric_type", "name_data", "name_size", "return_metric_id"}),
-		unimplemented("proxy_record_metric", []string{"metric_id", "value"}, i32, i64),
-		unimplemented("proxy_increment_metric", []string{"metric_id", "delta"}, i32, i64),
-		unimplemented("proxy_get_metric", []string{"metric_id", "return_value"}),
-		unimplemented("proxy_call_foreign_function", []string{"name_data", "name_size", "arguments_data",
-			"arguments_size", "return_results_data", "return_results_size"}),
 	}
 }
 

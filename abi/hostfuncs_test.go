@@ -35,6 +35,9 @@ func statusGuest(t *testing.T) *testGuest {
 	host.buffers[BufferPluginConfiguration] = &fakeBuffer{data: []byte("plugin-config")}
 	host.props["request/path"] = []byte("/x")
 	host.callCode, host.callMsg = 200, []byte("msg")
+	host.data["k"] = []byte("shared")
+	host.queueItem = []byte("item")
+	host.foreignOut = []byte("result")
 	g := newTestGuest(t, host)
 	g.writeString(keyAddr, "k")
 	g.writeString(valueAddr, "value")
@@ -53,8 +56,9 @@ func (h *fakeHost) sideEffects() string {
 	for _, b := range h.buffers {
 		sets += b.sets
 	}
-	return fmt.Sprintf("logs=%d mapChanges=%d bufferSets=%d local=%d propSets=%d continued=%d closed=%d effective=%d dones=%d",
-		len(h.logs), changes, sets, len(h.local), len(h.propSets), len(h.continued), len(h.closed), len(h.effective), h.dones)
+	return fmt.Sprintf("logs=%d mapChanges=%d bufferSets=%d local=%d propSets=%d continued=%d closed=%d effective=%d dones=%d services=%q",
+		len(h.logs), changes, sets, len(h.local), len(h.propSets), len(h.continued), len(h.closed), len(h.effective), h.dones,
+		h.svcCalls)
 }
 
 // inPair is a (pointer, size) argument pair a host function reads; limit is
@@ -116,6 +120,27 @@ var pointerCases = []pointerCase{
 		[]inPair{{0, 1, MaxPropertyPath}}, []outSlot{{2, 4}, {3, 4}}},
 	{"proxy_set_property", []uint64{pathAddr, 12, valueAddr, 5},
 		[]inPair{{0, 1, MaxPropertyPath}, {2, 3, 0}}, nil},
+	{"proxy_get_shared_data", []uint64{keyAddr, 1, slotA, slotB, slotC},
+		[]inPair{{0, 1, MaxNameSize}}, []outSlot{{2, 4}, {3, 4}, {4, 4}}},
+	{"proxy_set_shared_data", []uint64{keyAddr, 1, valueAddr, 5, 0},
+		[]inPair{{0, 1, MaxNameSize}, {2, 3, 0}}, nil},
+	{"proxy_register_shared_queue", []uint64{keyAddr, 1, slotA},
+		[]inPair{{0, 1, MaxNameSize}}, []outSlot{{2, 4}}},
+	{"proxy_resolve_shared_queue", []uint64{keyAddr, 1, keyAddr, 1, slotA},
+		[]inPair{{0, 1, MaxNameSize}, {2, 3, MaxNameSize}}, []outSlot{{4, 4}}},
+	{"proxy_enqueue_shared_queue", []uint64{7, valueAddr, 5},
+		[]inPair{{1, 2, 0}}, nil},
+	{"proxy_dequeue_shared_queue", []uint64{7, slotA, slotB},
+		nil, []outSlot{{1, 4}, {2, 4}}},
+	{"proxy_http_call", []uint64{keyAddr, 1, mapAddr, uint64(len(serializedAB)), valueAddr, 5,
+		mapAddr, uint64(len(serializedAB)), 1000, slotA},
+		[]inPair{{0, 1, MaxNameSize}, {2, 3, MaxHeaderBytes}, {4, 5, 0}, {6, 7, MaxHeaderBytes}}, []outSlot{{9, 4}}},
+	{"proxy_define_metric", []uint64{uint64(MetricCounter), keyAddr, 1, slotA},
+		[]inPair{{1, 2, MaxNameSize}}, []outSlot{{3, 4}}},
+	{"proxy_get_metric", []uint64{7, slotA},
+		nil, []outSlot{{1, 8}}},
+	{"proxy_call_foreign_function", []uint64{keyAddr, 1, valueAddr, 5, slotA, slotB},
+		[]inPair{{0, 1, MaxNameSize}, {2, 3, 0}}, []outSlot{{4, 4}, {5, 4}}},
 }
 
 // TestHostFunctionsBaseline checks that the baseline arguments of the
@@ -138,7 +163,8 @@ func TestHostFunctionsBaseline(t *testing.T) {
 func TestHostFunctionsCoverEveryPointer(t *testing.T) {
 	noPointers := []string{"proxy_set_effective_context", "proxy_done", "proxy_continue_stream",
 		"proxy_close_stream", "proxy_continue_request", "proxy_continue_response",
-		"proxy_clear_route_cache", "emscripten_notify_memory_growth", "pthread_equal"}
+		"proxy_clear_route_cache", "emscripten_notify_memory_growth", "pthread_equal",
+		"proxy_set_tick_period_milliseconds", "proxy_record_metric", "proxy_increment_metric"}
 	for name := range hostFunctions[ModuleEnv] {
 		covered := slices.ContainsFunc(pointerCases, func(c pointerCase) bool { return c.name == name })
 		if !covered && !slices.Contains(noPointers, name) && !slices.Contains(unimplementedFuncs, name) {
@@ -1018,5 +1044,119 @@ func TestErrorTypes(t *testing.T) {
 	f := &GuestFault{Func: "proxy_log", Err: errReentered}
 	if !errors.Is(f, errReentered) || !strings.HasPrefix(f.Error(), "proxy_log: ") {
 		t.Errorf("GuestFault %q does not wrap or name its cause", f)
+	}
+}
+
+// The service functions hand the host exactly what the guest passed and the
+// guest exactly what the host answered; a host refusal writes nothing.
+func TestServiceFunctions(t *testing.T) {
+	g := statusGuest(t)
+	g.host.cas = 42
+	if st := g.proxy("proxy_get_shared_data", keyAddr, 1, slotA, slotB, slotC); st != StatusOK {
+		t.Fatal(st)
+	}
+	if _, _, v := g.returned(slotA, slotB); string(v) != "shared" || g.u32(slotC) != 42 {
+		t.Errorf("get_shared_data = %q cas %d", v, g.u32(slotC))
+	}
+	g.writeString(keyAddr, "x") // a key the host lacks
+	g.writeU32(slotC, 0xaaaaaaaa)
+	if st := g.proxy("proxy_get_shared_data", keyAddr, 1, slotA, slotB, slotC); st != StatusNotFound || g.u32(slotC) != 0xaaaaaaaa {
+		t.Errorf("missing key: %v, cas slot %#x", st, g.u32(slotC))
+	}
+
+	calls := []struct {
+		name string
+		args []uint64
+		want string
+	}{
+		{"proxy_set_shared_data", []uint64{keyAddr, 1, valueAddr, 5, 9}, "set x=value cas=9"},
+		{"proxy_register_shared_queue", []uint64{valueAddr, 5, slotA}, "register value"},
+		{"proxy_resolve_shared_queue", []uint64{keyAddr, 1, valueAddr, 5, slotA}, "resolve x/value"},
+		{"proxy_enqueue_shared_queue", []uint64{3, valueAddr, 5}, "enqueue 3 value"},
+		{"proxy_set_tick_period_milliseconds", []uint64{250}, "tick 250ms"},
+		{"proxy_define_metric", []uint64{uint64(MetricHistogram), valueAddr, 5, slotA}, "define 2 value"},
+		{"proxy_increment_metric", []uint64{3, uint64(0xfffffffffffffffb)}, "increment 3 -5"},
+		{"proxy_record_metric", []uint64{3, 1 << 40}, "record 3 1099511627776"},
+	}
+	for _, c := range calls {
+		g.host.svcCalls = nil
+		g.writeU32(slotA, 0)
+		if st := g.proxy(c.name, c.args...); st != StatusOK || len(g.host.svcCalls) != 1 || g.host.svcCalls[0] != c.want {
+			t.Errorf("%s: %v, host saw %q, want %q", c.name, st, g.host.svcCalls, c.want)
+		}
+		if strings.HasSuffix(envSpec[c.name], "i>i") && slices.Contains(c.args, slotA) && g.u32(slotA) != 7 {
+			t.Errorf("%s: id slot holds %d, want 7", c.name, g.u32(slotA))
+		}
+	}
+
+	// Refusals pass through and write nothing.
+	g.host.svcStatus = StatusBadArgument
+	for _, c := range calls {
+		g.writeU32(slotA, 0xaaaaaaaa)
+		if st := g.proxy(c.name, c.args...); st != StatusBadArgument || g.u32(slotA) != 0xaaaaaaaa {
+			t.Errorf("%s refused: %v, slot %#x", c.name, st, g.u32(slotA))
+		}
+	}
+	g.host.svcStatus = StatusOK
+
+	// A bad metric type is refused before the host is asked.
+	g.host.svcCalls = nil
+	if st := g.proxy("proxy_define_metric", 3, valueAddr, 5, slotA); st != StatusBadArgument || g.host.svcCalls != nil {
+		t.Errorf("metric type 3: %v, host saw %q", st, g.host.svcCalls)
+	}
+	g.host.metricValue = 1<<63 + 5
+	if st := g.proxy("proxy_get_metric", 3, slotA); st != StatusOK || g.u64(slotA) != 1<<63+5 {
+		t.Errorf("get_metric = %d, %v", g.u64(slotA), st)
+	}
+
+	g.host.queueItem = []byte("first")
+	if st := g.proxy("proxy_dequeue_shared_queue", 3, slotA, slotB); st != StatusOK {
+		t.Fatal(st)
+	}
+	if _, _, v := g.returned(slotA, slotB); string(v) != "first" {
+		t.Errorf("dequeued %q", v)
+	}
+	g.host.svcStatus = StatusEmpty
+	g.writeU32(slotA, 0xaaaaaaaa)
+	if st := g.proxy("proxy_dequeue_shared_queue", 3, slotA, slotB); st != StatusEmpty || g.u32(slotA) != 0xaaaaaaaa {
+		t.Errorf("empty queue: %v, slot %#x", st, g.u32(slotA))
+	}
+	g.host.svcStatus = StatusOK
+
+	g.host.foreignOut = []byte("compressed")
+	if st := g.proxy("proxy_call_foreign_function", valueAddr, 5, keyAddr, 1, slotA, slotB); st != StatusOK {
+		t.Fatal(st)
+	}
+	if _, _, v := g.returned(slotA, slotB); string(v) != "compressed" || g.host.svcCalls[len(g.host.svcCalls)-1] != "foreign value(x)" {
+		t.Errorf("foreign function returned %q, host saw %q", v, g.host.svcCalls)
+	}
+}
+
+// proxy_http_call decodes the headers, body, trailers and timeout it hands
+// the host; malformed maps are refused whole before anything is sent.
+func TestHTTPCall(t *testing.T) {
+	g := statusGuest(t)
+	headers := AppendHeaderMap(nil, [][2]string{{":method", "GET"}, {":path", "/check"}, {":authority", "auth"}})
+	trailers := AppendHeaderMap(nil, [][2]string{{"t", "1"}})
+	g.write(dataC, headers)
+	g.write(0x2000, trailers)
+	g.writeString(0x2400, "auth")
+	if st := g.proxy("proxy_http_call", 0x2400, 4, dataC, uint64(len(headers)), valueAddr, 5,
+		0x2000, uint64(len(trailers)), 1500, slotA); st != StatusOK {
+		t.Fatal(st)
+	}
+	want := HTTPCall{Upstream: "auth", Headers: [][2]string{{":method", "GET"}, {":path", "/check"}, {":authority", "auth"}},
+		Body: []byte("value"), Trailers: [][2]string{{"t", "1"}}, Timeout: 1500 * time.Millisecond}
+	if len(g.host.httpCalls) != 1 || !reflect.DeepEqual(g.host.httpCalls[0], want) || g.u32(slotA) != 7 {
+		t.Errorf("host got %+v (id slot %d), want %+v", g.host.httpCalls, g.u32(slotA), want)
+	}
+	// No trailers and no body, as SDKs pass them: address 0, size 0.
+	if st := g.proxy("proxy_http_call", 0x2400, 4, dataC, uint64(len(headers)), 0, 0, 0, 0, 0, slotA); st != StatusOK ||
+		len(g.host.httpCalls) != 2 || g.host.httpCalls[1].Trailers != nil || len(g.host.httpCalls[1].Body) != 0 {
+		t.Fatalf("empty body and trailers: %v, %+v", st, g.host.httpCalls)
+	}
+	g.write(dataC, []byte{9, 0, 0, 0}) // nine pairs claimed, none present
+	if st := g.proxy("proxy_http_call", 0x2400, 4, dataC, 4, valueAddr, 5, 0, 0, 0, slotA); st != StatusBadArgument || len(g.host.httpCalls) != 2 {
+		t.Errorf("malformed headers: %v after %d calls", st, len(g.host.httpCalls))
 	}
 }

@@ -193,6 +193,9 @@ const (
 	MetricHistogram MetricType = 2
 )
 
+// Valid reports whether t is a metric type the specification defines.
+func (t MetricType) Valid() bool { return t <= MetricHistogram }
+
 // Errno is a WASI preview1 errno, the result of every WASI function.
 //
 // See https://github.com/WebAssembly/WASI/blob/snapshot-01/phases/snapshot/docs.md#errno

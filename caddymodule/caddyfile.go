@@ -7,6 +7,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/dustin/go-humanize"
+
+	"github.com/sluice-edge/sluice/filters"
 )
 
 // parseCaddyfile sets up a wasm_filter route. With one argument, that
@@ -41,10 +43,15 @@ func parseCaddyfile(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 //	    config_file    <path>
 //	    vm_config      <text>
 //	    root_id        <id>
+//	    vm_id          <id>
+//	    upstream       <name> <url>
+//	    max_http_calls <count>
+//	    http_call_timeout <duration>
 //	    timeout        <duration>
 //	    memory_limit   <size>
 //	    max_body_size  <size>
 //	    failure_policy fail_closed|fail_open
+//	    isolation      request|shared
 //	    snapshot       on|off
 //	    prewarm        <count>
 //	}
@@ -59,6 +66,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	for d.NextBlock(0) {
 		option := d.Val()
+		if option == "upstream" {
+			if err := h.unmarshalUpstream(d); err != nil {
+				return err
+			}
+			continue
+		}
 		if !d.NextArg() {
 			return d.ArgErr()
 		}
@@ -77,15 +90,27 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.VMConfig = value
 		case "root_id":
 			h.RootID = value
-		case "timeout":
+		case "vm_id":
+			h.VMID = value
+		case "timeout", "http_call_timeout":
 			dur, err := caddy.ParseDuration(value)
 			if err != nil {
-				return d.Errf("timeout %q: %v", value, err)
+				return d.Errf("%s %q: %v", option, value, err)
 			}
 			if dur <= 0 {
-				return d.Errf("timeout %q: must be positive", value)
+				return d.Errf("%s %q: must be positive", option, value)
 			}
-			h.Timeout = caddy.Duration(dur)
+			if option == "timeout" {
+				h.Timeout = caddy.Duration(dur)
+			} else {
+				h.HTTPCallTimeout = caddy.Duration(dur)
+			}
+		case "max_http_calls":
+			n, err := strconv.Atoi(value)
+			if err != nil || n < 1 || n > maxHTTPCalls {
+				return d.Errf("max_http_calls %q: want a count from 1 to %d", value, maxHTTPCalls)
+			}
+			h.MaxHTTPCalls = n
 		case "memory_limit", "max_body_size":
 			size, err := humanize.ParseBytes(value)
 			if err != nil || size == 0 || size > 1<<40 {
@@ -107,6 +132,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("snapshot %q: want on or off", value)
 			}
 			h.DisableSnapshot = value == "off"
+		case "isolation":
+			if value != filters.IsolationRequest && value != filters.IsolationShared {
+				return d.Errf("isolation %q: want %s or %s", value, filters.IsolationRequest, filters.IsolationShared)
+			}
+			h.Isolation = value
 		case "failure_policy":
 			if value != FailClosed && value != FailOpen {
 				return d.Errf("failure_policy %q: want %s or %s", value, FailClosed, FailOpen)
@@ -116,6 +146,23 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("unknown wasm_filter option %q", option)
 		}
 	}
+	return nil
+}
+
+// unmarshalUpstream reads "upstream <name> <url>". The URL is checked when
+// the filter loads.
+func (h *Handler) unmarshalUpstream(d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	if len(args) != 2 {
+		return d.Errf("upstream: want a name and a URL, as in: upstream auth http://127.0.0.1:9000")
+	}
+	if _, dup := h.Upstreams[args[0]]; dup {
+		return d.Errf("upstream %q declared twice", args[0])
+	}
+	if h.Upstreams == nil {
+		h.Upstreams = map[string]string{}
+	}
+	h.Upstreams[args[0]] = args[1]
 	return nil
 }
 

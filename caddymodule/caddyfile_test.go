@@ -62,6 +62,22 @@ func TestUnmarshalCaddyfileAcceptsEveryOption(t *testing.T) {
 			},
 		},
 		{
+			name: "tenant, outbound calls and isolation",
+			input: `wasm_filter f.wasm {
+				vm_id             tenant-a
+				upstream          auth http://127.0.0.1:9000
+				upstream          keys https://keys.internal
+				max_http_calls    4
+				http_call_timeout 2s
+				isolation         shared
+			}`,
+			want: Handler{
+				Path: "f.wasm", VMID: "tenant-a",
+				Upstreams:    map[string]string{"auth": "http://127.0.0.1:9000", "keys": "https://keys.internal"},
+				MaxHTTPCalls: 4, HTTPCallTimeout: caddy.Duration(2 * time.Second), Isolation: "shared",
+			},
+		},
+		{
 			name:  "config_file",
 			input: "wasm_filter f.wasm {\n config_file /etc/f.json\n}",
 			want:  Handler{Path: "f.wasm", ConfigFile: "/etc/f.json"},
@@ -144,6 +160,12 @@ func TestUnmarshalCaddyfileRejectsBadInputNamingTheLine(t *testing.T) {
 		{"bad snapshot", "wasm_filter f.wasm {\n snapshot maybe\n}", []string{`snapshot "maybe"`, "on or off", "Testfile:2"}},
 		{"prewarm not a count", "wasm_filter f.wasm {\n prewarm some\n}", []string{`prewarm "some"`, "Testfile:2"}},
 		{"prewarm too many", "wasm_filter f.wasm {\n prewarm 65\n}", []string{`prewarm "65"`, "0 to 64", "Testfile:2"}},
+		{"upstream without a URL", "wasm_filter f.wasm {\n upstream auth\n}", []string{"upstream: want a name and a URL", "Testfile:2"}},
+		{"upstream declared twice", "wasm_filter f.wasm {\n upstream a http://x\n upstream a http://y\n}", []string{`upstream "a" declared twice`, "Testfile:3"}},
+		{"max_http_calls zero", "wasm_filter f.wasm {\n max_http_calls 0\n}", []string{`max_http_calls "0"`, "1 to 1000", "Testfile:2"}},
+		{"max_http_calls too many", "wasm_filter f.wasm {\n max_http_calls 1001\n}", []string{`max_http_calls "1001"`, "Testfile:2"}},
+		{"bad http_call_timeout", "wasm_filter f.wasm {\n http_call_timeout soon\n}", []string{`http_call_timeout "soon"`, "Testfile:2"}},
+		{"bad isolation", "wasm_filter f.wasm {\n isolation tenant\n}", []string{`isolation "tenant"`, "request or shared", "Testfile:2"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

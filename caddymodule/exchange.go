@@ -1,9 +1,12 @@
 package caddymodule
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,7 +55,7 @@ const (
 // trust request.path or source.address.
 var hostAttributes = map[string]bool{
 	"request": true, "response": true, "source": true, "destination": true, "connection": true,
-	"upstream": true, "plugin_name": true, "plugin_root_id": true, "plugin_vm_id": true,
+	"upstream": true, "node": true, "plugin_name": true, "plugin_root_id": true, "plugin_vm_id": true,
 }
 
 func isHostAttribute(path []string) bool { return len(path) > 0 && hostAttributes[path[0]] }
@@ -213,6 +216,28 @@ func (s *stream) Property(path []string) ([]byte, bool) {
 		return []byte(r.TLS.ServerName), true
 	case "connection.mtls":
 		return boolBytes(r.TLS != nil && len(r.TLS.PeerCertificates) > 0), true
+	case "connection.subject_peer_certificate", "connection.dns_san_peer_certificate",
+		"connection.uri_san_peer_certificate", "connection.sha256_peer_certificate_digest":
+		return peerCertificateProperty(r, path[1])
+	case "upstream.address", "upstream.port":
+		// Known once reverse_proxy has picked an upstream: in the response
+		// phase.
+		hostport, ok := s.replacer().GetString("http.reverse_proxy.upstream.hostport")
+		if !ok || hostport == "" {
+			return nil, false
+		}
+		if path[1] == "port" {
+			return portBytes(hostport)
+		}
+		return []byte(hostport), true
+	case "node.id", "node.cluster":
+		v := nodeIdentity[path[1]]
+		return []byte(v), v != ""
+	case "response.size":
+		if !s.rw.wroteHeader {
+			return nil, false
+		}
+		return int64Bytes(s.rw.forwarded), true
 	case "response.code":
 		if !s.rw.wroteHeader {
 			return nil, false
@@ -223,6 +248,43 @@ func (s *stream) Property(path []string) ([]byte, bool) {
 			return nil, false
 		}
 		return abi.AppendHeaderMap(nil, responseHeaders{s.rw}.Pairs()), true
+	}
+	return nil, false
+}
+
+// nodeIdentity is the node.* properties: which proxy this is, for filters
+// that report or route by it. SLUICE_NODE_ID (default: the host name) and
+// SLUICE_NODE_CLUSTER set them.
+var nodeIdentity = func() map[string]string {
+	id := os.Getenv("SLUICE_NODE_ID")
+	if id == "" {
+		id, _ = os.Hostname()
+	}
+	return map[string]string{"id": id, "cluster": os.Getenv("SLUICE_NODE_CLUSTER")}
+}()
+
+// peerCertificateProperty answers the connection.* properties of a client
+// certificate, as Envoy names them: the subject, the first DNS and URI
+// names, and the SHA-256 digest (hex) of the leaf certificate.
+func peerCertificateProperty(r *http.Request, name string) ([]byte, bool) {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return nil, false
+	}
+	cert := r.TLS.PeerCertificates[0]
+	switch name {
+	case "subject_peer_certificate":
+		return []byte(cert.Subject.String()), true
+	case "dns_san_peer_certificate":
+		if len(cert.DNSNames) > 0 {
+			return []byte(cert.DNSNames[0]), true
+		}
+	case "uri_san_peer_certificate":
+		if len(cert.URIs) > 0 {
+			return []byte(cert.URIs[0].String()), true
+		}
+	case "sha256_peer_certificate_digest":
+		sum := sha256.Sum256(cert.Raw)
+		return []byte(hex.EncodeToString(sum[:])), true
 	}
 	return nil, false
 }

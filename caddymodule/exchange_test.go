@@ -3,12 +3,17 @@ package caddymodule
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/binary"
+	"encoding/hex"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -292,4 +297,64 @@ func TestFilterReadsAndSetsPropertiesThroughTheABI(t *testing.T) {
 	wantValues(t, next.header, "X-Spoof-Status", "2") // BAD_ARGUMENT
 	wantValues(t, rec.Header(), "X-Tenant", "acme")
 	wantValues(t, rec.Header(), "X-Code-Status", "0")
+}
+
+// A client certificate's facts are connection.* properties, with Envoy's
+// names; without one they are missing.
+func TestPeerCertificateProperties(t *testing.T) {
+	spiffe, _ := url.Parse("spiffe://example.org/client")
+	cert := &x509.Certificate{
+		Raw:      []byte("the certificate's DER"),
+		Subject:  pkix.Name{CommonName: "client", Organization: []string{"Example"}},
+		DNSNames: []string{"client.example", "other.example"},
+		URIs:     []*url.URL{spiffe},
+	}
+	s := propertyStream(t, func(r *http.Request) {
+		r.TLS = &tls.ConnectionState{Version: tls.VersionTLS13, PeerCertificates: []*x509.Certificate{cert}}
+	})
+	sum := sha256.Sum256(cert.Raw)
+	for p, want := range map[string]string{
+		"connection.subject_peer_certificate":       "CN=client,O=Example",
+		"connection.dns_san_peer_certificate":       "client.example",
+		"connection.uri_san_peer_certificate":       "spiffe://example.org/client",
+		"connection.sha256_peer_certificate_digest": hex.EncodeToString(sum[:]),
+	} {
+		if got, ok := s.Property(prop(p)); !ok || string(got) != want {
+			t.Errorf("%s = %q, %v; want %q", p, got, ok, want)
+		}
+	}
+	plain := propertyStream(t, nil)
+	for _, p := range []string{"connection.subject_peer_certificate", "connection.sha256_peer_certificate_digest"} {
+		if v, ok := plain.Property(prop(p)); ok {
+			t.Errorf("%s without TLS: %q", p, v)
+		}
+	}
+}
+
+// upstream.* is known once reverse_proxy picked an upstream; node.* names
+// this proxy; response.size counts the body sent so far.
+func TestUpstreamNodeAndResponseSizeProperties(t *testing.T) {
+	s := propertyStream(t, nil)
+	if _, ok := s.Property(prop("upstream.address")); ok {
+		t.Error("upstream.address before any upstream was picked")
+	}
+	s.replacer().Set("http.reverse_proxy.upstream.hostport", "10.0.0.5:8080")
+	if got, ok := s.Property(prop("upstream.address")); !ok || string(got) != "10.0.0.5:8080" {
+		t.Errorf("upstream.address = %q, %v", got, ok)
+	}
+	if got, ok := s.Property(prop("upstream.port")); !ok || string(got) != le(8080) {
+		t.Errorf("upstream.port = %x, %v", got, ok)
+	}
+	host, _ := os.Hostname()
+	if got, ok := s.Property(prop("node.id")); !ok || string(got) != host {
+		t.Errorf("node.id = %q, %v; want the host name %q", got, ok, host)
+	}
+	if _, ok := s.Property(prop("response.size")); ok {
+		t.Error("response.size before the response")
+	}
+	s.rw.WriteHeader(http.StatusOK)
+	s.rw.forwarded = 5 // as if five body bytes went downstream
+	if got, ok := s.Property(prop("response.size")); !ok || string(got) != le(5) {
+		t.Errorf("response.size = %x, %v; want 5", got, ok)
+	}
 }

@@ -60,12 +60,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // instance and HTTP context, the request, and the response as the filter
 // sees it. It is the filters.Exchange of the request.
 type stream struct {
-	h    *Handler
-	w    http.ResponseWriter // the writer this handler was given
-	r    *http.Request
-	inst *filters.Instance
-	hc   *filters.HTTPContext
-	rw   *responseWriter // wraps w for the next handler
+	h       *Handler
+	w       http.ResponseWriter // the writer this handler was given
+	r       *http.Request
+	inst    *filters.Instance
+	release func() // gives inst back when the request is done with it
+	hc      *filters.HTTPContext
+	rw      *responseWriter // wraps w for the next handler
 
 	origRequest *requestSnapshot // for fail_open, taken before the filter runs
 	// The header map as it was before the next handler wrote into it: a
@@ -135,29 +136,29 @@ func newStream(h *Handler, w http.ResponseWriter, r *http.Request) *stream {
 // start creates the request's instance and HTTP context.
 func (s *stream) start() error {
 	ctx := s.r.Context()
-	inst, err := s.h.plugin.NewInstance(ctx, s)
+	inst, release, err := s.h.plugin.Acquire(ctx, s)
 	if err != nil {
 		return err
 	}
-	s.inst = inst
+	s.inst, s.release = inst, release
 	if s.hc, err = inst.NewHTTPContext(ctx, s); err != nil {
-		inst.Close(ctx)
+		release()
 		s.inst = nil
 		return err
 	}
 	return nil
 }
 
-// finish ends the HTTP context and discards the instance.
+// finish ends the HTTP context and gives the instance back: a request's
+// own instance is discarded.
 func (s *stream) finish() {
 	if s.inst == nil {
 		return
 	}
-	ctx := s.r.Context()
 	if err := s.hc.Finish(); err != nil {
 		s.logFailureOnce(err, "ignored: the response is complete")
 	}
-	s.inst.Close(ctx)
+	s.release()
 	s.flushOutput()
 }
 

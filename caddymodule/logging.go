@@ -141,6 +141,53 @@ func (l *loadLog) GuestOutput(fd uint32, p []byte) {
 
 func (l *loadLog) LogLevel() abi.LogLevel { return guestLogLevel(l.logger) }
 
+// backgroundLog logs what a filter's background instance says (its timer,
+// queues and outbound calls), rate-limited like a request's guest logs.
+type backgroundLog struct {
+	logger  *zap.Logger
+	limiter *guestLogLimiter
+}
+
+func newBackgroundLog(logger *zap.Logger) *backgroundLog {
+	return &backgroundLog{logger: logger.With(zap.String("phase", "background")), limiter: newGuestLogLimiter()}
+}
+
+func (l *backgroundLog) GuestLog(level abi.LogLevel, msg []byte) {
+	l.limiter.log(func() *zap.Logger { return l.logger }, level, msg, "proxy_log")
+}
+
+func (l *backgroundLog) GuestOutput(fd uint32, p []byte) {
+	level, source := abi.LogInfo, "stdout"
+	if fd == 2 {
+		level, source = abi.LogError, "stderr"
+	}
+	l.limiter.log(func() *zap.Logger { return l.logger }, level, bytes.TrimSuffix(p, []byte("\n")), source)
+}
+
+func (l *backgroundLog) LogLevel() abi.LogLevel { return guestLogLevel(l.logger) }
+
+// pluginEvents logs what happens to a filter outside its requests' calls.
+// Failed outbound calls are logged at most once a second: an upstream that
+// is down fails every call.
+type pluginEvents struct {
+	logger *zap.Logger
+	calls  *rate.Limiter
+}
+
+func newPluginEvents(logger *zap.Logger) *pluginEvents {
+	return &pluginEvents{logger: logger, calls: rate.NewLimiter(1, 1)}
+}
+
+func (e *pluginEvents) BackgroundFailed(err error) {
+	e.logger.Error("background instance failed; restarting it", zap.Error(err))
+}
+
+func (e *pluginEvents) CallFailed(err error) {
+	if e.calls.Allow() {
+		e.logger.Warn("outbound call failed", zap.Error(err))
+	}
+}
+
 // lineBuffer collects a guest's output stream into lines, bounded by
 // maxGuestLogBytes: a longer line is logged in pieces.
 type lineBuffer struct{ pending []byte }

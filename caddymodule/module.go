@@ -34,6 +34,10 @@ func init() {
 // mapping and wazero's per-instance state.
 const maxPrewarm = 64
 
+// maxHTTPCalls bounds max_http_calls: each call holds a goroutine and a
+// connection while it runs.
+const maxHTTPCalls = 1000
+
 // The failure policies.
 const (
 	FailClosed = "fail_closed"
@@ -64,6 +68,34 @@ type Handler struct {
 	// The plugin's root ID (the plugin_root_id property), which SDKs use to
 	// pick a root context when one module holds several.
 	RootID string `json:"root_id,omitempty"`
+
+	// The plugin's VM ID (the plugin_vm_id property), and the tenant
+	// namespace of its shared data, shared queues and metrics: filters with
+	// the same vm_id share them, no filter reaches another vm_id's. Give
+	// each tenant its own. Default: the filter's name.
+	VMID string `json:"vm_id,omitempty"`
+
+	// Where the filter's outbound calls (proxy_http_call) may go: the name
+	// the filter calls, mapped to an http:// or https:// URL with a host
+	// and an optional port, and nothing else. A call to any other name
+	// (an address, Caddy's admin endpoint, a metadata service) is refused.
+	Upstreams map[string]string `json:"upstreams,omitempty"`
+
+	// How many outbound calls one request may make (and the filter's
+	// background instance may have in flight). Default: 16.
+	MaxHTTPCalls int `json:"max_http_calls,omitempty"`
+
+	// Cap on each outbound call, and the timeout of calls that set none.
+	// Default: 5s.
+	HTTPCallTimeout caddy.Duration `json:"http_call_timeout,omitempty"`
+
+	// How requests map to instances. "request" (the default): each request
+	// runs in a fresh instance of its own, discarded when it ends, so
+	// nothing one request does reaches another. "shared": requests share a
+	// few long-lived instances (one per core), each in an HTTP context of
+	// its own, as in Envoy; for trusted filters that keep state in memory.
+	// A failure in a shared instance fails every request in it at the time.
+	Isolation string `json:"isolation,omitempty"`
 
 	// Time budget of each callback into the filter. A filter that runs
 	// longer is stopped and the failure policy applies. Each step of
@@ -168,9 +200,16 @@ func (h *Handler) pluginConfig() (filters.Config, error) {
 		VMConfig:     []byte(h.VMConfig),
 		PluginConfig: pluginConfig,
 		RootID:       h.RootID,
+		VMID:         h.VMID,
+		Upstreams:    h.Upstreams,
+		HTTPCalls: filters.HTTPCallLimits{
+			MaxPerRequest: h.MaxHTTPCalls,
+			Timeout:       time.Duration(h.HTTPCallTimeout),
+		},
 		// A process-wide switch, for comparisons and for running a test
 		// suite both ways.
 		DisableSnapshot: h.DisableSnapshot || os.Getenv("SLUICE_SNAPSHOT") == "off",
+		Isolation:       h.Isolation,
 		Prewarm:         h.prewarm(),
 		MemoryBudget:    h.budget,
 		Limits: filters.Limits{
@@ -192,8 +231,16 @@ func (h *Handler) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("failure_policy %q: want %s or %s", h.FailurePolicy, FailClosed, FailOpen))
 	}
-	if h.Timeout < 0 || h.MemoryLimit < 0 || h.MaxBodySize < 0 {
-		errs = append(errs, errors.New("timeout, memory_limit and max_body_size must not be negative"))
+	switch h.Isolation {
+	case "", filters.IsolationRequest, filters.IsolationShared:
+	default:
+		errs = append(errs, fmt.Errorf("isolation %q: want %s or %s", h.Isolation, filters.IsolationRequest, filters.IsolationShared))
+	}
+	if h.Timeout < 0 || h.MemoryLimit < 0 || h.MaxBodySize < 0 || h.MaxHTTPCalls < 0 || h.HTTPCallTimeout < 0 {
+		errs = append(errs, errors.New("timeout, memory_limit, max_body_size, max_http_calls and http_call_timeout must not be negative"))
+	}
+	if h.MaxHTTPCalls > maxHTTPCalls {
+		errs = append(errs, fmt.Errorf("max_http_calls %d: want at most %d", h.MaxHTTPCalls, maxHTTPCalls))
 	}
 	if h.Prewarm != nil && (*h.Prewarm < 0 || *h.Prewarm > maxPrewarm) {
 		errs = append(errs, fmt.Errorf("prewarm %d: want 0 to %d", *h.Prewarm, maxPrewarm))

@@ -85,6 +85,12 @@ func TestProvisionErrorsNameTheFileAndTheProblem(t *testing.T) {
 			[]string{okConfig, "rejected its configuration", "proxy_on_configure"}},
 		{"filter rejects its config_file", map[string]any{"path": okConfig, "config_file": badConfigFile},
 			[]string{okConfig, "rejected its configuration"}},
+		{"upstream not http", map[string]any{"path": valid, "upstreams": map[string]string{"auth": "ftp://x"}},
+			[]string{valid, `upstream "auth"`, "must be http or https"}},
+		{"upstream with a path", map[string]any{"path": valid, "upstreams": map[string]string{"keys": "http://k/v1"}},
+			[]string{valid, `upstream "keys"`, "must not have a path"}},
+		{"isolation unknown", map[string]any{"path": valid, "isolation": "tenant"},
+			[]string{valid, `isolation "tenant"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -47,6 +47,8 @@ func poolKey(cfg filters.Config) string {
 func loadShared(ctx caddy.Context, key string, cfg filters.Config, logger *zap.Logger) (*filters.Plugin, error) {
 	cfg.CompilationCache = compilationCache(logger)
 	cfg.LoadLog = &loadLog{logger: logger}
+	cfg.BackgroundLog = newBackgroundLog(logger)
+	cfg.Events = newPluginEvents(logger)
 	v, _, err := plugins.LoadOrNew(key, func() (d caddy.Destructor, err error) {
 		// A panic must not escape: the pool would keep the key locked, and
 		// every later load of this filter would wait on it forever.

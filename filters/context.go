@@ -3,6 +3,7 @@ package filters
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/sluice-edge/sluice/abi"
 	"github.com/sluice-edge/sluice/filters/internal/wasmbin"
@@ -65,10 +66,17 @@ const (
 // transport's goroutine), never concurrently with each other for one
 // callback, since the instance serializes calls.
 type HTTPContext struct {
+	pluginServices
 	inst  *Instance
 	id    uint32
 	ex    Exchange
 	scope *callScope
+	// reqCtx is the request's context. In a request's own instance the
+	// scope's calls end with it; a shared instance's calls are bounded by
+	// their budget alone, since ending one would end the instance and
+	// every request in it, and the request's end is checked between calls.
+	reqCtx context.Context
+	calls  callSet // outbound calls
 
 	phase         phase
 	requestSent   bool // request headers forwarded: they can no longer change
@@ -102,13 +110,19 @@ func (inst *Instance) NewHTTPContext(ctx context.Context, ex Exchange) (*HTTPCon
 	defer inst.mu.Unlock()
 	limit := inst.plugin.cfg.Limits.MaxBodySize
 	hc := &HTTPContext{
-		inst:     inst,
-		id:       inst.nextContextID,
-		ex:       ex,
-		reqBody:  bodyBuffer{limit: limit},
-		respBody: bodyBuffer{limit: limit},
+		pluginServices: pluginServices{inst.plugin},
+		inst:           inst,
+		id:             inst.nextContextID,
+		ex:             ex,
+		reqBody:        bodyBuffer{limit: limit},
+		respBody:       bodyBuffer{limit: limit},
 	}
-	hc.scope = newCallScope(ctx, inst.guest, hc)
+	hc.reqCtx = ctx
+	parent := ctx
+	if inst.role == roleShared {
+		parent = inst.plugin.shared.ctx
+	}
+	hc.scope = newCallScope(parent, inst.guest, hc)
 	inst.nextContextID++
 	if inst.plugin.createsFirst() {
 		// proxy_on_context_create runs at the start of the next call into
@@ -204,8 +218,14 @@ func (hc *HTTPContext) Finish() error {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
 	defer hc.scope.end()
+	// Calls still in flight end with the request: their answers would
+	// reach a context that is gone.
+	defer hc.calls.end()
 	if inst.err != nil {
 		return inst.err
+	}
+	if err := hc.deliverReady(); err != nil {
+		return err
 	}
 	hc.phase = phaseDone
 	if op, ok := inst.plugin.sequenceOp(); ok {
@@ -267,13 +287,31 @@ func (hc *HTTPContext) createNow() error {
 // stream runs one stream callback and turns its result into an Outcome. A
 // reset or local response the guest asked for during the call wins over its
 // return value; proxy_continue_stream during the call turns a pause into a
-// continue.
+// continue. A pause with outbound calls in flight waits for their answers,
+// each handed to proxy_on_http_call_response, until one of them resumes,
+// answers or resets the stream, or none is left.
 func (hc *HTTPContext) stream(p phase, cb abi.Callback, st abi.StreamType, args ...uint64) (Outcome, error) {
+	out, err := hc.runStream(p, cb, st, args)
+	for err == nil && out == Pause && hc.callsPending() {
+		out, err = hc.awaitCall(st)
+	}
+	return out, err
+}
+
+// runStream makes the stream callback's call into the guest, after handing
+// it the answers of earlier calls that already came.
+func (hc *HTTPContext) runStream(p phase, cb abi.Callback, st abi.StreamType, args []uint64) (Outcome, error) {
 	inst := hc.inst
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
 	if inst.err != nil {
 		return 0, inst.err
+	}
+	if err := hc.requestGone(cb); err != nil {
+		return 0, err
+	}
+	if err := hc.deliverReady(); err != nil {
+		return 0, err
 	}
 	hc.phase = p
 	hc.resume[st] = false
@@ -297,21 +335,89 @@ func (hc *HTTPContext) stream(p phase, cb abi.Callback, st abi.StreamType, args 
 			return 0, err
 		}
 	}
-	switch {
-	case hc.reset:
-		return Reset, nil
-	case hc.local != nil && !hc.localReported:
-		hc.localReported = true
-		return Respond, nil
-	}
 	action, ok := abi.ParseAction(uint32(raw))
-	if !ok {
+	if !ok && !hc.reset && hc.local == nil {
 		return 0, inst.fail(cb, ErrABIViolation, fmt.Errorf("returned %d, which is no Proxy-Wasm action", uint32(raw)))
 	}
-	if action == abi.ActionPause && !hc.resume[st] {
-		return Pause, nil
+	return hc.outcome(st, action == abi.ActionPause), nil
+}
+
+// outcome is what the embedder does next: a reset or a local response the
+// guest asked for wins; a pause stands unless the stream was continued.
+func (hc *HTTPContext) outcome(st abi.StreamType, paused bool) Outcome {
+	switch {
+	case hc.reset:
+		return Reset
+	case hc.local != nil && !hc.localReported:
+		hc.localReported = true
+		return Respond
+	case paused && !hc.resume[st]:
+		return Pause
 	}
-	return Continue, nil
+	return Continue
+}
+
+func (hc *HTTPContext) callsPending() bool {
+	hc.inst.mu.Lock()
+	defer hc.inst.mu.Unlock()
+	return hc.calls.pending > 0
+}
+
+// awaitCall waits for the next outbound call's answer, without holding the
+// instance, and delivers it to the paused stream st.
+func (hc *HTTPContext) awaitCall(st abi.StreamType) (Outcome, error) {
+	var r callResult
+	select {
+	case r = <-hc.calls.results:
+	case <-hc.reqCtx.Done():
+		inst := hc.inst
+		inst.mu.Lock()
+		defer inst.mu.Unlock()
+		if inst.err != nil {
+			return 0, inst.err
+		}
+		if err := hc.requestGone(abi.OnHTTPCallResponse); err != nil {
+			return 0, err
+		}
+		return 0, inst.fail(abi.OnHTTPCallResponse, ErrCanceled, hc.reqCtx.Err())
+	}
+	inst := hc.inst
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	if inst.err != nil {
+		return 0, inst.err
+	}
+	if err := hc.calls.deliver(inst, hc.scope, r); err != nil {
+		return 0, err
+	}
+	return hc.outcome(st, true), nil
+}
+
+// requestGone returns the error of a call for a request that ended, in a
+// shared instance: it fails this context only, not the instance. It returns
+// nil otherwise (a request's own instance notices through its scope).
+func (hc *HTTPContext) requestGone(cb abi.Callback) error {
+	if hc.inst.role != roleShared || hc.reqCtx.Err() == nil {
+		return nil
+	}
+	return &GuestError{Plugin: hc.inst.plugin.cfg.Name, Callback: string(cb), Kind: ErrCanceled, Err: hc.reqCtx.Err()}
+}
+
+// deliverReady hands the guest the answers that came while its request
+// went on (calls made by a callback that did not pause). The caller holds
+// the instance's lock.
+func (hc *HTTPContext) deliverReady() error {
+	for hc.calls.pending > 0 {
+		select {
+		case r := <-hc.calls.results:
+			if err := hc.calls.deliver(hc.inst, hc.scope, r); err != nil {
+				return err
+			}
+		default:
+			return nil
+		}
+	}
+	return nil
 }
 
 func boolArg(b bool) uint64 {
@@ -327,6 +433,9 @@ func boolArg(b bool) uint64 {
 // in until the end of the stream (Envoy allows as much), and written only
 // while the change can still reach the wire.
 func (hc *HTTPContext) HeaderMap(t abi.MapType, write bool) (abi.HeaderMap, abi.Status) {
+	if m, st, ok := hc.calls.response.headerMap(t, write); ok {
+		return m, st
+	}
 	phase := hc.currentPhase()
 	var exists, writable bool
 	switch t {
@@ -354,7 +463,13 @@ func (hc *HTTPContext) HeaderMap(t abi.MapType, write bool) (abi.HeaderMap, abi.
 }
 
 // Buffer implements abi.Host: a body buffer exists during its own callback.
-func (hc *HTTPContext) Buffer(t abi.BufferType, _ bool) (abi.Buffer, abi.Status) {
+func (hc *HTTPContext) Buffer(t abi.BufferType, write bool) (abi.Buffer, abi.Status) {
+	if b, st, ok := hc.calls.response.buffer(t); ok {
+		if write {
+			return nil, abi.StatusNotFound
+		}
+		return b, st
+	}
 	phase := hc.currentPhase()
 	switch {
 	case t == abi.BufferRequestBody && phase == phaseRequestBody:
@@ -450,8 +565,22 @@ func (hc *HTTPContext) Done() abi.Status {
 	return abi.StatusOK
 }
 
-// CallStatus implements abi.Host: there are no outbound calls (yet).
+// CallStatus implements abi.Host: only gRPC calls have a status, and there
+// are none.
 func (hc *HTTPContext) CallStatus() (uint32, []byte, abi.Status) { return 0, nil, abi.StatusNotFound }
+
+// HTTPCall implements abi.Services: a request's calls are answered while it
+// lasts, and canceled when it ends; a context that is ending makes none.
+func (hc *HTTPContext) HTTPCall(call *abi.HTTPCall) (uint32, abi.Status) {
+	if hc.currentPhase() == phaseDone {
+		return 0, abi.StatusInternalFailure
+	}
+	return hc.calls.start(hc.inst, hc.reqCtx, call, true)
+}
+
+// SetTickPeriod implements abi.Services: ticks are the background
+// instance's; a request's instance has no timer that outlives it.
+func (hc *HTTPContext) SetTickPeriod(time.Duration) abi.Status { return abi.StatusOK }
 
 // bodyBuffer is a body held for the filter, bounded by max_body_size.
 type bodyBuffer struct {

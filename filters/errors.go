@@ -36,6 +36,9 @@ var (
 	ErrBodyTooLarge = errors.New("body larger than max_body_size")
 )
 
+// errPluginClosed: a request asked a closed plugin for an instance.
+var errPluginClosed = errors.New("filter unloaded")
+
 // GuestError reports a failed call into a filter. Once an instance has
 // returned one, it is unusable and every later call returns the same error.
 type GuestError struct {

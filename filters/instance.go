@@ -37,6 +37,7 @@ const rootContextID = 1
 // fails, the instance is unusable: every later call returns that error.
 type Instance struct {
 	plugin *Plugin
+	role   role
 	mod    api.Module
 	guest  *abi.Guest
 	root   *rootContext
@@ -53,21 +54,39 @@ type Instance struct {
 	lastCall      abi.Callback
 	err           *GuestError
 	nextContextID uint32
+	nextCallID    uint32      // of the last outbound call
+	failed        atomic.Bool // err is set: read without the lock
 }
+
+// role is what an instance is for.
+type role int
+
+const (
+	roleRequest    role = iota // serves requests
+	roleLoad                   // Load's: validates the filter, becomes its snapshot
+	roleBackground             // runs the root context's timer, queues and calls
+	roleShared                 // serves many requests (IsolationShared)
+)
 
 // NewInstance creates a configured instance: restored from the plugin's
 // snapshot, or started fresh (the start-up lifecycle runs in it). log
 // receives what the filter logs while starting. ctx bounds the whole
 // start-up; each step also has the plugin's time budget.
 func (p *Plugin) NewInstance(ctx context.Context, log LogSink) (*Instance, error) {
+	return p.newInstanceFor(ctx, log, roleRequest)
+}
+
+// newInstanceFor is NewInstance for an instance with role r.
+func (p *Plugin) newInstanceFor(ctx context.Context, log LogSink, r role) (*Instance, error) {
 	if p.snapshot != nil {
-		if p.warm != nil {
+		if p.warm != nil && r == roleRequest {
 			if inst := p.warm.take(); inst != nil {
 				inst.root.log = log
 				return inst, nil
 			}
 		}
 		inst := p.newRestored()
+		inst.role = r
 		inst.root.log = log
 		if err := inst.restore(ctx); err != nil {
 			inst.Close(ctx)
@@ -76,6 +95,7 @@ func (p *Plugin) NewInstance(ctx context.Context, log LogSink) (*Instance, error
 		return inst, nil
 	}
 	inst := p.newInstance(log)
+	inst.role = r
 
 	// Instantiation runs the module's start section, if any (an unprepared
 	// module's), so it has a budget too.
@@ -130,7 +150,7 @@ func (p *Plugin) newInstance(log LogSink) *Instance {
 		funcs:         make(map[abi.Callback]api.Function, 8),
 		nextContextID: rootContextID + 1,
 	}
-	inst.root = &rootContext{inst: inst, log: log}
+	inst.root = &rootContext{pluginServices: pluginServices{p}, inst: inst, log: log}
 	return inst
 }
 
@@ -429,6 +449,7 @@ func (s *callScope) end() {
 // fail makes the instance unusable with a GuestError and returns it.
 func (inst *Instance) fail(name abi.Callback, kind, err error) *GuestError {
 	inst.err = &GuestError{Plugin: inst.plugin.cfg.Name, Callback: string(name), Kind: kind, Err: err}
+	inst.failed.Store(true)
 	return inst.err
 }
 

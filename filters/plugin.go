@@ -13,12 +13,15 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
 
 	"github.com/sluice-edge/sluice/abi"
 	"github.com/sluice-edge/sluice/filters/internal/cowmem"
+	"github.com/sluice-edge/sluice/filters/internal/outbound"
 	"github.com/sluice-edge/sluice/filters/internal/wasmbin"
 )
 
@@ -122,6 +125,39 @@ type Config struct {
 	// MemoryBudget caps the memory of this plugin's instances together
 	// with every other plugin sharing it; nil means DefaultMemoryBudget.
 	MemoryBudget *MemoryBudget
+
+	// Upstreams are where the filter's outbound calls (proxy_http_call)
+	// may go, by the name the filter gives: "auth" ->
+	// "http://127.0.0.1:9000". A call to any other name is refused; no
+	// other address is reachable.
+	Upstreams map[string]string
+	// HTTPCalls bound the outbound calls.
+	HTTPCalls HTTPCallLimits
+	// SharedState holds the filter's shared data, queues and metrics,
+	// under its namespace (VMID, or Name when VMID is empty); nil means
+	// DefaultSharedState.
+	SharedState *SharedState
+	// BackgroundLog receives what the background instance logs (its
+	// timer, queues and calls); may be nil.
+	BackgroundLog LogSink
+	// Events receives what happens outside a request's calls; may be nil.
+	Events Events
+	// Isolation is IsolationRequest (the default: a fresh instance per
+	// request) or IsolationShared.
+	Isolation string
+	// SharedInstances is how many instances IsolationShared keeps; 0
+	// means one per core.
+	SharedInstances int
+}
+
+// Events receives what happens to a plugin outside the calls a request
+// makes, for the embedder to log and count.
+type Events interface {
+	// BackgroundFailed: the background instance failed, and will be
+	// replaced.
+	BackgroundFailed(err error)
+	// CallFailed: an outbound call failed; the filter gets an empty answer.
+	CallFailed(err error)
 }
 
 // Plugin is a compiled, validated filter with its configuration. It is safe
@@ -136,11 +172,21 @@ type Plugin struct {
 	modCfg   wazero.ModuleConfig
 
 	warm        *warmInstances    // nil: instances are made on demand
-	loading     bool              // Load is starting the validation instance
 	prepared    *wasmbin.Prepared // nil: the module runs as it is
 	freshMemory *cowmem.Pool      // memories starting as the data image; nil if not prepared
 	snapshot    *snapshot         // nil: every instance starts fresh
 	startMode   string            // how instances start, and why, for operators
+
+	owner           string           // of the plugin's metrics (metricOwner)
+	calls           *outbound.Client // nil: no upstream declared
+	tickPeriod      atomic.Int64     // the timer the filter set while loading
+	registeredQueue atomic.Bool      // the filter registered a shared queue
+
+	bgMu   sync.Mutex
+	bg     *background // started on demand
+	closed bool
+
+	shared *sharedPool // IsolationShared's instances; nil: a fresh instance per request
 }
 
 // Load compiles and validates a filter, then starts one instance of it to
@@ -148,7 +194,13 @@ type Plugin struct {
 // a malformed binary, a missing export, an import the host lacks, a
 // configuration the filter rejects.
 func Load(ctx context.Context, cfg Config) (*Plugin, error) {
+	switch cfg.Isolation {
+	case "", IsolationRequest, IsolationShared:
+	default:
+		return nil, fmt.Errorf("isolation %q: want %s or %s", cfg.Isolation, IsolationRequest, IsolationShared)
+	}
 	cfg.Limits = cfg.Limits.withDefaults()
+	cfg.HTTPCalls = cfg.HTTPCalls.withDefaults()
 	if len(cfg.Module) > MaxModuleSize {
 		return nil, fmt.Errorf("module is %d bytes, limit %d", len(cfg.Module), MaxModuleSize)
 	}
@@ -163,7 +215,12 @@ func Load(ctx context.Context, cfg Config) (*Plugin, error) {
 	if cfg.CompilationCache != nil {
 		rc = rc.WithCompilationCache(cfg.CompilationCache)
 	}
-	p := &Plugin{cfg: cfg, runtime: wazero.NewRuntimeWithConfig(ctx, rc)}
+	calls, err := newCallClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	p := &Plugin{cfg: cfg, runtime: wazero.NewRuntimeWithConfig(ctx, rc), calls: calls}
+	p.owner = MetricOwner(p.namespace(), cfg.Name)
 	sum := sha256.Sum256(cfg.Module)
 	p.digest = "sha256:" + hex.EncodeToString(sum[:])
 	module := cfg.Module
@@ -177,7 +234,7 @@ func Load(ctx context.Context, cfg Config) (*Plugin, error) {
 	case errors.Is(err, wasmbin.ErrNotPreparable):
 		p.startMode = "fresh, unprepared: " + err.Error()
 	default:
-		_ = p.runtime.Close(ctx)
+		_ = p.Close(ctx)
 		return nil, fmt.Errorf("not a WebAssembly module: %w", err)
 	}
 	if err := p.compile(ctx, module); err != nil {
@@ -194,9 +251,7 @@ func Load(ctx context.Context, cfg Config) (*Plugin, error) {
 	// configuration, traps or loops while starting fails the load, with
 	// what it logged, rather than the first request.
 	log := &lastErrorLog{next: cfg.LoadLog}
-	p.loading = true
-	inst, err := p.NewInstance(ctx, log)
-	p.loading = false
+	inst, err := p.newInstanceFor(ctx, log, roleLoad)
 	if err != nil {
 		_ = p.Close(ctx)
 		if log.last != "" {
@@ -205,6 +260,9 @@ func Load(ctx context.Context, cfg Config) (*Plugin, error) {
 		return nil, err
 	}
 	defer inst.Close(ctx)
+	if inst.root.tickSet {
+		p.tickPeriod.Store(int64(inst.root.tick))
+	}
 
 	// That instance, configured and unused, is the snapshot every request's
 	// instance will start from.
@@ -226,9 +284,15 @@ func Load(ctx context.Context, cfg Config) (*Plugin, error) {
 		// pool (its memfd) serves nobody.
 		p.freshMemory.Close()
 		p.freshMemory = nil
-		if cfg.Prewarm > 0 {
+		if cfg.Prewarm > 0 && cfg.Isolation != IsolationShared {
 			p.startWarming(cfg.Prewarm)
 		}
+	}
+	if cfg.Isolation == IsolationShared {
+		p.shared = newSharedPool(p, cfg.SharedInstances)
+	}
+	if p.tickPeriod.Load() > 0 || p.registeredQueue.Load() {
+		p.startBackground()
 	}
 	return p, nil
 }
@@ -427,6 +491,14 @@ func (p *Plugin) Exports(cb abi.Callback) bool { return p.exported[cb] }
 // Close releases the compiled module and the runtime. Instances still running
 // fail their next call. It is safe to call more than once.
 func (p *Plugin) Close(ctx context.Context) error {
+	p.stopBackground()
+	if p.shared != nil {
+		p.shared.close()
+	}
+	p.sharedState().store.RemoveListener(p)
+	if p.calls != nil {
+		p.calls.Close()
+	}
 	if p.warm != nil {
 		p.warm.close()
 	}

@@ -1,6 +1,8 @@
 package filters
 
 import (
+	"time"
+
 	"github.com/sluice-edge/sluice/abi"
 )
 
@@ -19,20 +21,37 @@ const (
 // configuration buffers exist during their callbacks; there are no header
 // maps, no bodies and no request.
 type rootContext struct {
+	pluginServices
 	inst  *Instance
 	log   LogSink
 	phase rootPhase
-	scope *callScope // of the start-up calls; nil for a restored instance
+	// scope is where the root context's calls run: the start-up calls, or
+	// the background instance's for its whole life; nil for a restored
+	// instance that serves requests.
+	scope *callScope
+	calls callSet     // the background instance's outbound calls
+	bg    *background // set once the background instance has started
+
+	tick    time.Duration // the timer proxy_on_configure set, before bg exists
+	tickSet bool
 }
 
-// HeaderMap implements abi.Host: the root context has no request.
-func (rc *rootContext) HeaderMap(abi.MapType, bool) (abi.HeaderMap, abi.Status) {
+// HeaderMap implements abi.Host: the root context has no request; the
+// background instance reads its calls' answers.
+func (rc *rootContext) HeaderMap(t abi.MapType, write bool) (abi.HeaderMap, abi.Status) {
+	if m, st, ok := rc.calls.response.headerMap(t, write); ok {
+		return m, st
+	}
 	return nil, abi.StatusBadArgument
 }
 
 // Buffer implements abi.Host: the VM configuration is readable in
-// proxy_on_vm_start, the plugin configuration in proxy_on_configure.
+// proxy_on_vm_start, the plugin configuration in proxy_on_configure, an
+// outbound call's answer in proxy_on_http_call_response.
 func (rc *rootContext) Buffer(t abi.BufferType, write bool) (abi.Buffer, abi.Status) {
+	if b, st, ok := rc.calls.response.buffer(t); ok && !write {
+		return b, st
+	}
 	cfg := rc.inst.plugin.cfg
 	switch {
 	case write:
@@ -88,6 +107,30 @@ func (rc *rootContext) Done() abi.Status { return abi.StatusNotFound }
 
 // CallStatus implements abi.Host.
 func (rc *rootContext) CallStatus() (uint32, []byte, abi.Status) { return 0, nil, abi.StatusNotFound }
+
+// SetTickPeriod implements abi.Services. The timer is the background
+// instance's: set while the filter loads, it starts that instance; set
+// there, it changes its period; set in a request's instance (which runs
+// proxy_on_configure when snapshots are off), it has nothing to act on.
+func (rc *rootContext) SetTickPeriod(d time.Duration) abi.Status {
+	switch {
+	case rc.bg != nil:
+		rc.bg.setTickPeriod(d)
+	case rc.inst.role != roleRequest:
+		rc.tick, rc.tickSet = d, true
+	}
+	return abi.StatusOK
+}
+
+// HTTPCall implements abi.Services. Only the background instance's root
+// context makes calls: it lives to receive their answers. An instance that
+// is starting, or serving a request, would be gone by then.
+func (rc *rootContext) HTTPCall(call *abi.HTTPCall) (uint32, abi.Status) {
+	if rc.inst.role != roleBackground || rc.phase != rootReady {
+		return 0, abi.StatusInternalFailure
+	}
+	return rc.calls.start(rc.inst, rc.bg.ctx, call, false)
+}
 
 // constBuffer is a read-only buffer: a configuration.
 type constBuffer []byte

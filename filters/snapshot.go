@@ -97,9 +97,10 @@ func (inst *Instance) withMemory(ctx context.Context, pool *cowmem.Pool) (contex
 	p := inst.plugin
 	initial := p.initialMemory()
 	overloaded := fmt.Errorf("wasm filter %q: %w", p.cfg.Name, ErrOverloaded)
-	// The instance Load validates (and snapshots) is the operator's, not a
-	// request's: a busy budget must not fail a config load.
-	charge := !p.loading
+	// The instances Load validates (and snapshots) and the background one
+	// are the operator's, not a request's: a busy budget must not fail a
+	// config load, or stop a filter's timer.
+	charge := inst.role == roleRequest || inst.role == roleShared
 	if pool == nil {
 		// wazero's own memory: charged as it starts, its growth not seen.
 		if charge {

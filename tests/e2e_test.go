@@ -397,7 +397,7 @@ func TestFilterInFrontOfRespondAndFileServer(t *testing.T) {
 
 // Properties a filter reads use Envoy's names and encodings.
 func TestPropertiesUseEnvoyNames(t *testing.T) {
-	mustLoad(t, fmt.Sprintf("wasm_filter %s {\n name props\n root_id my_root\n}\n%s",
+	mustLoad(t, fmt.Sprintf("wasm_filter %s {\n name props\n root_id my_root\n vm_id tenant-props\n}\n%s",
 		guestbuild.Go(t, "properties"), proxyTo()))
 	resp, _ := do(t, "GET", "/p/a?x=1", nil, nil)
 	want := map[string]string{
@@ -411,6 +411,8 @@ func TestPropertiesUseEnvoyNames(t *testing.T) {
 		"X-Prop-Plugin_root_id":   "my_root",
 		"X-Prop-Destination-Port": siteAddr[strings.LastIndex(siteAddr, ":")+1:],
 		"X-Prop-Response-Code":    "200",
+		"X-Prop-Plugin_vm_id":     "tenant-props",
+		"X-Prop-Upstream-Address": upstream.Addr(),
 		"X-Prop-Missing":          "error status returned by host: not found",
 	}
 	for name, value := range want {
@@ -423,6 +425,9 @@ func TestPropertiesUseEnvoyNames(t *testing.T) {
 	}
 	if got := resp.Header.Get("X-Prop-Request-Id"); len(got) != 36 {
 		t.Errorf("request.id = %q, want a UUID", got)
+	}
+	if host, _ := os.Hostname(); resp.Header.Get("X-Prop-Node-Id") != host {
+		t.Errorf("node.id = %q, want the host name %q", resp.Header.Get("X-Prop-Node-Id"), host)
 	}
 }
 

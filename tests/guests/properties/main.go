@@ -32,7 +32,7 @@ type filter struct {
 var stringProps = []string{
 	"request.path", "request.url_path", "request.method", "request.host", "request.scheme",
 	"request.protocol", "request.id", "source.address", "destination.address",
-	"plugin_name", "plugin_root_id", "plugin_vm_id",
+	"plugin_name", "plugin_root_id", "plugin_vm_id", "node.id",
 }
 
 var intProps = []string{"source.port", "destination.port"}
@@ -62,6 +62,10 @@ func (f *filter) OnHttpResponseHeaders(int, bool) types.Action {
 	}
 	if code, err := proxywasm.GetProperty([]string{"response", "code"}); err == nil && len(code) == 8 {
 		_ = proxywasm.AddHttpResponseHeader("x-prop-response-code", strconv.FormatUint(binary.LittleEndian.Uint64(code), 10))
+	}
+	// Known once reverse_proxy picked the upstream.
+	if addr, err := proxywasm.GetProperty([]string{"upstream", "address"}); err == nil {
+		_ = proxywasm.AddHttpResponseHeader("x-prop-upstream-address", string(addr))
 	}
 	return types.ActionContinue
 }

@@ -1,0 +1,133 @@
+package filters
+
+import (
+	"context"
+	"runtime"
+	"sync"
+)
+
+// Isolation modes: how requests map to instances.
+const (
+	// IsolationRequest gives every request a fresh instance of its own,
+	// discarded when the request ends: nothing one request does reaches
+	// another. The default.
+	IsolationRequest = "request"
+	// IsolationShared serves many requests, each in an HTTP context of its
+	// own, from a few long-lived instances, as Envoy does: for trusted
+	// filters that keep state in their memory between requests. A failure
+	// (trap, timeout) ends the instance and every request in it at the
+	// time; a new one takes its place.
+	IsolationShared = "shared"
+)
+
+// Acquire returns the instance a request runs in, and the function that
+// gives it back when the request is done: a fresh instance (IsolationRequest)
+// or one of the plugin's shared instances. log receives what a fresh
+// instance logs while it starts.
+func (p *Plugin) Acquire(ctx context.Context, log LogSink) (*Instance, func(), error) {
+	if p.shared == nil {
+		inst, err := p.NewInstance(ctx, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		return inst, func() { inst.Close(context.Background()) }, nil
+	}
+	return p.shared.acquire()
+}
+
+// sharedPool is the long-lived instances of a plugin in IsolationShared:
+// one per core by default, each request going to the one serving the fewest
+// requests at the time. An instance that failed is retired: closed once
+// its last request lets go, and replaced for the next request.
+type sharedPool struct {
+	p      *Plugin
+	ctx    context.Context // the instances' lifetime: the plugin's
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	slots  []*sharedInstance
+	closed bool
+}
+
+type sharedInstance struct {
+	inst    *Instance
+	users   int
+	retired bool
+}
+
+func newSharedPool(p *Plugin, size int) *sharedPool {
+	if size <= 0 {
+		size = runtime.GOMAXPROCS(0)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &sharedPool{p: p, ctx: ctx, cancel: cancel, slots: make([]*sharedInstance, size)}
+}
+
+func (sp *sharedPool) acquire() (*Instance, func(), error) {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	if sp.closed {
+		return nil, nil, errPluginClosed
+	}
+	best := 0
+	for i, s := range sp.slots {
+		if s == nil || s.inst.failed.Load() {
+			best = i
+			break
+		}
+		if s.users < sp.slots[best].users {
+			best = i
+		}
+	}
+	s := sp.slots[best]
+	if s == nil || s.inst.failed.Load() {
+		if s != nil {
+			sp.retire(s)
+		}
+		// A restored instance takes microseconds; a fresh one runs the
+		// filter's start-up, which the other requests need not wait for
+		// but rarely do: it happens once per instance.
+		inst, err := sp.p.newInstanceFor(sp.ctx, sp.p.backgroundLog(), roleShared)
+		if err != nil {
+			sp.slots[best] = nil
+			return nil, nil, err
+		}
+		s = &sharedInstance{inst: inst}
+		sp.slots[best] = s
+	}
+	s.users++
+	return s.inst, func() { sp.release(s) }, nil
+}
+
+func (sp *sharedPool) release(s *sharedInstance) {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	s.users--
+	if s.retired && s.users == 0 {
+		s.inst.Close(context.Background())
+	}
+}
+
+// retire takes s out of service; it closes once unused. The caller holds
+// sp.mu.
+func (sp *sharedPool) retire(s *sharedInstance) {
+	s.retired = true
+	if s.users == 0 {
+		s.inst.Close(context.Background())
+	}
+}
+
+// close retires every instance; the requests in them fail their next call.
+func (sp *sharedPool) close() {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	sp.closed = true
+	sp.cancel()
+	for i, s := range sp.slots {
+		if s != nil {
+			s.retired = true
+			s.inst.Close(context.Background())
+			sp.slots[i] = nil
+		}
+	}
+}
