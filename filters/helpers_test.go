@@ -455,14 +455,14 @@ func (m *pairMap) get(name string) string {
 	return v
 }
 
-// lifecycle runs one request through a fresh instance of p: request
-// headers, response headers, Finish, Close.
+// lifecycle runs one request through an instance of p (a fresh one, unless
+// p shares instances): request headers, response headers, Finish, release.
 func lifecycle(ctx context.Context, p *Plugin, ex *fakeExchange, numHeaders int) error {
-	inst, err := p.NewInstance(ctx, ex)
+	inst, release, err := p.Acquire(ctx, ex)
 	if err != nil {
 		return err
 	}
-	defer inst.Close(ctx)
+	defer release()
 	hc, err := inst.NewHTTPContext(ctx, ex)
 	if err != nil {
 		return err
