@@ -63,12 +63,13 @@ test-xcaddy: deps xcaddy
 
 ## bench: Go benchmarks: a fresh isolate's whole lifecycle per filter kind
 ## and start mode (and shared isolation), latency with pre-warm, resident
-## memory, loading, the host's shared state
+## memory, loading, the host's shared state, tracing and metrics overhead
 bench: deps
 	$(GO) test -run '^$$' -bench 'IsolateLifecycle|IsolateLatency' -benchtime 3000x -count 5 ./filters/
 	$(GO) test -run '^$$' -bench 'ResidentPerInstance' -benchtime 3x ./filters/
 	$(GO) test -run '^$$' -bench 'LoadWarmCache' -benchtime 10x ./filters/
 	$(GO) test -run '^$$' -bench . -benchtime 200000x -count 3 ./filters/internal/state/
+	$(GO) test -run '^$$' -bench 'Tracing|TelemetryHooks' -benchtime 5000x -count 5 ./caddymodule/
 
 ## load: requests/s of reverse_proxy behind Wasm filters against native Caddy
 load: deps

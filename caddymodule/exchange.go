@@ -14,6 +14,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/sluice-edge/sluice/abi"
@@ -345,7 +346,12 @@ func (s *stream) replacer() *caddy.Replacer {
 func (s *stream) logger() *zap.Logger {
 	s.logOnce.Do(func() {
 		id, _ := s.replacer().GetString("http.request.uuid")
-		s.requestLog = s.h.logger.With(zap.String("request_id", id))
+		fields := []zap.Field{zap.String("request_id", id)}
+		if sc := trace.SpanContextFromContext(s.trace.context(s.r.Context())); sc.IsValid() {
+			// The filter's span: its logs sit next to it in a trace viewer.
+			fields = append(fields, zap.String("trace_id", sc.TraceID().String()), zap.String("span_id", sc.SpanID().String()))
+		}
+		s.requestLog = s.h.logger.With(fields...)
 	})
 	return s.requestLog
 }

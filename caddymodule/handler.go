@@ -30,6 +30,7 @@ var errPausedAtEnd = errors.New("stream paused at its end with nothing pending t
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
 	s := newStream(h, w, r)
 	if err := s.start(); err != nil {
+		defer s.report()
 		return s.failBeforeForwarding(next, err)
 	}
 	defer func() {
@@ -79,14 +80,67 @@ type stream struct {
 	props            *requestProperties // set by the request's filters; nil outside Caddy
 	started          time.Time
 	logOnce          sync.Once
-	requestLog       *zap.Logger // built on first use
+	requestLog       *zap.Logger  // built on first use
+	trace            *filterTrace // nil: the request is not traced
+	localStatus      int          // of the local response sent, if any
+	finishErr        error        // of the log phase
 
 	// Shared with the goroutine that may read the request body.
 	mu            sync.Mutex
 	interrupted   error // why the next handler's response no longer counts
 	failure       error // the filter failure being settled, if any
 	failureLogged bool
-	mustAbort     bool // abort the response when the handler returns
+	mustAbort     bool   // abort the response when the handler returns
+	verdict       string // the request's outcome, if no failure decides it
+}
+
+// setVerdict records the request's outcome for metrics and traces; the
+// first one set stands.
+func (s *stream) setVerdict(v string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.verdict == "" {
+		s.verdict = v
+	}
+}
+
+// outcome is what became of the request, for metrics and traces: a
+// failure settled by the policy (or an abort once the response started),
+// else the verdict set on the way (local_response, reset, shed,
+// body_too_large, aborted), else continued.
+func (s *stream) outcome() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.failure != nil && s.mustAbort:
+		return "aborted"
+	case s.failure != nil && s.h.failOpen():
+		return "failed_open"
+	case s.failure != nil:
+		return "failed_closed"
+	case s.verdict != "":
+		return s.verdict
+	}
+	return "continued"
+}
+
+// report counts the request in the metrics and ends its trace.
+func (s *stream) report() {
+	outcome := s.outcome()
+	s.mu.Lock()
+	failure := s.failure
+	s.mu.Unlock()
+	if failure == nil {
+		failure = s.finishErr
+	}
+	s.h.metrics.requestDone(outcome, failureReason(failure), s.localStatus)
+	s.trace.end(outcome, failure, s.localStatus)
+}
+
+// CallbackDone implements filters.Observer.
+func (s *stream) CallbackDone(c filters.CallbackStats) {
+	s.h.metrics.callbackDone(c)
+	s.trace.callbackDone(c)
 }
 
 // interrupt records why the next handler's response no longer counts; the
@@ -135,11 +189,16 @@ func newStream(h *Handler, w http.ResponseWriter, r *http.Request) *stream {
 
 // start creates the request's instance and HTTP context.
 func (s *stream) start() error {
-	ctx := s.r.Context()
+	s.trace = startFilterTrace(s.r.Context(), s.h)
+	ctx := s.trace.context(s.r.Context())
+	began := time.Now()
 	inst, release, err := s.h.plugin.Acquire(ctx, s)
 	if err != nil {
+		s.trace.isolateCreated("", began, err)
 		return err
 	}
+	s.h.metrics.isolateCreated(inst.Origin(), time.Since(began))
+	s.trace.isolateCreated(inst.Origin(), began, nil)
 	s.inst, s.release = inst, release
 	if s.hc, err = inst.NewHTTPContext(ctx, s); err != nil {
 		release()
@@ -156,10 +215,12 @@ func (s *stream) finish() {
 		return
 	}
 	if err := s.hc.Finish(); err != nil {
+		s.finishErr = err
 		s.logFailureOnce(err, "ignored: the response is complete")
 	}
 	s.release()
 	s.flushOutput()
+	s.report()
 }
 
 // serve runs the request phase, then the next handler with the response
@@ -181,6 +242,7 @@ func (s *stream) serve(next caddyhttp.Handler) error {
 	}
 	if err != nil {
 		if errors.Is(err, filters.ErrBodyTooLarge) {
+			s.setVerdict("body_too_large")
 			return caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
 		}
 		return s.failBeforeForwarding(next, err)
@@ -189,6 +251,7 @@ func (s *stream) serve(next caddyhttp.Handler) error {
 	case filters.Respond:
 		return s.writeLocalResponse(s.w)
 	case filters.Reset:
+		s.setVerdict("reset")
 		s.setMustAbort()
 		return nil
 	}
@@ -302,6 +365,7 @@ func (s *stream) failBeforeForwarding(next caddyhttp.Handler, err error) error {
 		// Load shedding, whatever the policy: serving without the filter
 		// is no answer to a full memory budget.
 		s.h.shedLog(s, err)
+		s.setVerdict("shed")
 		s.w.Header().Set("Retry-After", "1")
 		return caddyhttp.Error(http.StatusServiceUnavailable, err)
 	}
@@ -358,6 +422,8 @@ func (s *stream) writeLocalResponse(w http.ResponseWriter) error {
 	if s.h.logger.Core().Enabled(zap.DebugLevel) {
 		s.logger().Debug("local response", zap.Uint32("status", lr.StatusCode), zap.String("details", lr.Details))
 	}
+	s.setVerdict("local_response")
+	s.localStatus = int(lr.StatusCode)
 	w.WriteHeader(int(lr.StatusCode))
 	if s.r.Method != http.MethodHead {
 		_, _ = w.Write(lr.Body)

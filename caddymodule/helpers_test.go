@@ -16,6 +16,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -142,7 +143,8 @@ func writeModule(t testing.TB, text string) string {
 // testHandler is a provisioned Handler whose logs a test can read.
 type testHandler struct {
 	*Handler
-	logs *observer.ObservedLogs
+	logs     drainedLogs
+	registry *prometheus.Registry // the config's metrics
 }
 
 // provision builds a Handler the way Caddy does: JSON into the struct,
@@ -174,7 +176,7 @@ func provision(t testing.TB, modulePath, extra string) testHandler {
 	}
 	core, logs := observer.New(zapcore.DebugLevel)
 	h.logger = zap.New(core).With(zap.String("filter", h.Name))
-	return testHandler{&h, logs}
+	return testHandler{&h, drainedLogs{logs}, ctx.GetMetricsRegistry()}
 }
 
 // provisionGuest compiles g and provisions a handler for it.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"unicode"
 	"unicode/utf8"
@@ -56,8 +57,53 @@ func (l *guestLogLimiter) log(logger func() *zap.Logger, level abi.LogLevel, msg
 		msg = msg[:maxGuestLogBytes]
 		fields = append(fields, zap.Bool("truncated", true))
 	}
-	if ce := base.Check(zl, sanitizeLogText(msg)); ce != nil {
-		ce.Write(fields...)
+	if ce := base.Check(zl, sanitizeLogText(msg)); ce != nil && !guestLogs.enqueue(ce, fields) {
+		l.dropped.Add(1)
+	}
+}
+
+// guestLogQueueSize bounds the guest log lines waiting to be written.
+const guestLogQueueSize = 4096
+
+// guestLogs carries guest log lines to one writer goroutine, so that a slow
+// log destination (a full disk, a stalled pipe or network sink) never holds
+// a request, nor the instance lock its guest call holds: logging is a
+// channel send. A line that finds the queue full is dropped and counted as
+// the rate limit's drops are. Each line keeps the time it was logged.
+var guestLogs guestLogQueue
+
+type guestLogQueue struct {
+	start   sync.Once
+	lines   chan queuedLine
+	pending atomic.Int64 // queued and not yet written
+}
+
+type queuedLine struct {
+	ce     *zapcore.CheckedEntry
+	fields []zap.Field
+}
+
+// enqueue hands a checked entry to the writer; false when the queue is full.
+func (q *guestLogQueue) enqueue(ce *zapcore.CheckedEntry, fields []zap.Field) bool {
+	q.start.Do(func() {
+		q.lines = make(chan queuedLine, guestLogQueueSize)
+		go q.write()
+	})
+	q.pending.Add(1)
+	select {
+	case q.lines <- queuedLine{ce, fields}:
+		return true
+	default:
+		q.pending.Add(-1)
+		return false
+	}
+}
+
+// write writes queued lines for as long as the process lives.
+func (q *guestLogQueue) write() {
+	for line := range q.lines {
+		line.ce.Write(line.fields...)
+		q.pending.Add(-1)
 	}
 }
 

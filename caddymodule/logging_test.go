@@ -37,10 +37,77 @@ func TestSanitizeLogTextEscapesWhatCouldForgeOrHideLines(t *testing.T) {
 	}
 }
 
-func observed(level zapcore.Level) (func() *zap.Logger, *observer.ObservedLogs) {
+func observed(level zapcore.Level) (func() *zap.Logger, drainedLogs) {
 	core, logs := observer.New(level)
 	logger := zap.New(core)
-	return func() *zap.Logger { return logger }, logs
+	return func() *zap.Logger { return logger }, drainedLogs{logs}
+}
+
+// drainedLogs reads observed logs once the guest log writer has written
+// every line queued so far.
+type drainedLogs struct{ logs *observer.ObservedLogs }
+
+func (d drainedLogs) All() []observer.LoggedEntry {
+	drainGuestLogs()
+	return d.logs.All()
+}
+
+func (d drainedLogs) Len() int {
+	drainGuestLogs()
+	return d.logs.Len()
+}
+
+func (d drainedLogs) FilterMessage(msg string) *observer.ObservedLogs {
+	drainGuestLogs()
+	return d.logs.FilterMessage(msg)
+}
+
+// drainGuestLogs waits until the guest log queue is empty.
+func drainGuestLogs() {
+	for deadline := time.Now().Add(5 * time.Second); guestLogs.pending.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// blockingCore is a log destination that blocks every write until
+// released, like a stalled disk or pipe.
+type blockingCore struct {
+	zapcore.Core
+	release chan struct{}
+}
+
+func (b blockingCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	return ce.AddCore(e, b)
+}
+
+func (b blockingCore) Write(e zapcore.Entry, f []zapcore.Field) error {
+	<-b.release
+	return b.Core.Write(e, f)
+}
+
+// A stalled log destination does not hold the filter: guest lines queue,
+// and are written once it recovers.
+func TestStalledLogDestinationDoesNotBlockTheGuest(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	stalled := blockingCore{core, make(chan struct{})}
+	logger := zap.New(stalled)
+	l := newGuestLogLimiter()
+	done := make(chan struct{})
+	go func() {
+		for range 10 {
+			l.log(func() *zap.Logger { return logger }, abi.LogInfo, []byte("queued"), "proxy_log")
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("logging blocked on a stalled destination")
+	}
+	close(stalled.release)
+	if n := (drainedLogs{logs}).FilterMessage("queued").Len(); n != 10 {
+		t.Errorf("%d of 10 lines written once the destination recovered", n)
+	}
 }
 
 func TestGuestLogTruncatesAt4KiB(t *testing.T) {
@@ -181,7 +248,7 @@ func TestGuestLogsAndOutputReachTheLogEscaped(t *testing.T) {
 	}
 }
 
-func messages(logs *observer.ObservedLogs) []string {
+func messages(logs interface{ All() []observer.LoggedEntry }) []string {
 	var out []string
 	for _, e := range logs.All() {
 		out = append(out, e.Message)

@@ -132,6 +132,8 @@ type Handler struct {
 
 	plugin    *filters.Plugin
 	poolKey   string
+	metrics   *handlerMetrics
+	spanName  string // of the filter's span in a request's trace
 	logger    *zap.Logger
 	guestLogs *guestLogLimiter
 	sheds     *rate.Limiter         // of the log lines about shed requests
@@ -159,6 +161,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.Name = strings.TrimSuffix(filepath.Base(h.Path), filepath.Ext(h.Path))
 	}
 	h.logger = h.logger.With(zap.String("filter", h.Name))
+	h.spanName = "wasm_filter " + h.Name
+	h.metrics = newHandlerMetrics(h.Name)
+	if reg := ctx.GetMetricsRegistry(); reg != nil {
+		if err := registerMetrics(reg); err != nil {
+			return fmt.Errorf("wasm_filter %q: registering metrics: %w", h.Path, err)
+		}
+	}
 	h.guestLogs = newGuestLogLimiter()
 	h.sheds = rate.NewLimiter(1, 1)
 	if err := setMemoryBudget(); err != nil {

@@ -290,6 +290,7 @@ func (rw *responseWriter) finish(nextErr error) error {
 		// cut the stream rather than let the client take it as complete.
 		s.logger().Error("filter changed the response body length without updating content-length",
 			zap.Int64("content_length", rw.declared), zap.Int64("sent", rw.forwarded))
+		s.setVerdict("aborted")
 		s.setMustAbort()
 	}
 	return nextErr
@@ -334,7 +335,14 @@ func (rw *responseWriter) settle() error {
 	s := rw.s
 	err := s.interruption()
 	if rw.sent {
-		if err != errLocalResponse { //nolint:errorlint // sentinel
+		switch err {
+		case errReset:
+			s.setVerdict("reset")
+			s.logFailureOnce(err, "aborting the response")
+		case errLocalResponse: // too late to send it
+			s.setVerdict("aborted")
+		default:
+			s.setVerdict("aborted")
 			s.logFailureOnce(err, "aborting the response")
 		}
 		s.setMustAbort()
@@ -344,11 +352,13 @@ func (rw *responseWriter) settle() error {
 	case err == errLocalResponse: //nolint:errorlint // sentinel
 		return s.writeLocalResponse(rw.w)
 	case err == errReset: //nolint:errorlint // sentinel
+		s.setVerdict("reset")
 		s.setMustAbort()
 		return nil
 	}
 	s.resetHeader() // Caddy answers the error; nothing of the failed response may go with it
 	if errors.Is(err, errRequestTooLarge) {
+		s.setVerdict("body_too_large")
 		return caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
 	}
 	s.logFailureOnce(err, "fail_closed: answering 500")

@@ -47,12 +47,13 @@ type background struct {
 }
 
 // startBackground starts the plugin's background instance unless it runs
-// already, and returns it; nil when the plugin is closed or has no
-// callback it would ever call.
+// already, and returns it; nil when the plugin is still loading (its
+// snapshot is not taken yet), closed, or has no callback it would ever
+// call.
 func (p *Plugin) startBackground() *background {
 	p.bgMu.Lock()
 	defer p.bgMu.Unlock()
-	if p.bg != nil || p.closed || !(p.exported[abi.OnTick] || p.exported[abi.OnQueueReady]) {
+	if p.bg != nil || p.closed || !p.loaded || !(p.exported[abi.OnTick] || p.exported[abi.OnQueueReady]) {
 		return p.bg
 	}
 	ctx, cancel := context.WithCancel(context.Background())

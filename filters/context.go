@@ -25,6 +25,26 @@ type Exchange interface {
 	ValidResponseHeaders(pairs [][2]string) bool
 }
 
+// Observer, when an Exchange implements it, hears of every callback of the
+// request as it ends: the embedder's traces and metrics hang on it.
+type Observer interface {
+	CallbackDone(CallbackStats)
+}
+
+// CallbackStats describe one stream callback (with the outbound-call
+// answers it waited for) or the end of the context.
+type CallbackStats struct {
+	// Phase is request_headers, request_body, request_trailers,
+	// response_headers, response_body, response_trailers, or log (for
+	// proxy_on_done, proxy_on_log and proxy_on_delete together).
+	Phase   string
+	Began   time.Time
+	Ended   time.Time
+	Guest   time.Duration // in the guest, host functions included
+	Outcome Outcome       // for a stream callback that succeeded
+	Err     error
+}
+
 // Outcome tells the embedder what to do after a stream callback.
 type Outcome int
 
@@ -59,6 +79,18 @@ const (
 	phaseDone // proxy_on_done, proxy_on_log, proxy_on_delete
 )
 
+// phaseNames are the phases as Observer sees them.
+var phaseNames = [...]string{
+	phaseCreated:          "create",
+	phaseRequestHeaders:   "request_headers",
+	phaseRequestBody:      "request_body",
+	phaseRequestTrailers:  "request_trailers",
+	phaseResponseHeaders:  "response_headers",
+	phaseResponseBody:     "response_body",
+	phaseResponseTrailers: "response_trailers",
+	phaseDone:             "log",
+}
+
 // HTTPContext is the Proxy-Wasm stream context of one request in an
 // instance. Its methods call the matching callbacks and report what the
 // embedder should do; it is the abi.Host of those calls. Methods may be
@@ -70,6 +102,7 @@ type HTTPContext struct {
 	inst  *Instance
 	id    uint32
 	ex    Exchange
+	obs   Observer // ex, if it observes; else nil
 	scope *callScope
 	// reqCtx is the request's context. In a request's own instance the
 	// scope's calls end with it; a shared instance's calls are bounded by
@@ -118,6 +151,7 @@ func (inst *Instance) NewHTTPContext(ctx context.Context, ex Exchange) (*HTTPCon
 		respBody:       bodyBuffer{limit: limit},
 	}
 	hc.reqCtx = ctx
+	hc.obs, _ = ex.(Observer)
 	parent := ctx
 	if inst.role == roleShared {
 		parent = inst.plugin.shared.ctx
@@ -193,6 +227,10 @@ func (hc *HTTPContext) BufferedResponseBody() int { return len(hc.respBody.data)
 // LocalResponse returns the response the filter sent, or nil.
 func (hc *HTTPContext) LocalResponse() *abi.LocalResponse { return hc.local }
 
+// GuestTime is the time the context's calls have spent in the guest so
+// far (host functions included, waits for outbound calls not).
+func (hc *HTTPContext) GuestTime() time.Duration { return time.Duration(hc.scope.guestTime.Load()) }
+
 // RequestForwarded records that the request headers went upstream: the
 // filter can no longer change them.
 func (hc *HTTPContext) RequestForwarded() {
@@ -214,6 +252,16 @@ func (hc *HTTPContext) ResponseStarted() {
 // from proxy_on_done to keep the context open is not waited for: a request's
 // instance ends with its request.
 func (hc *HTTPContext) Finish() error {
+	if hc.obs == nil {
+		return hc.finish()
+	}
+	began, guest := time.Now(), hc.scope.guestTime.Load()
+	err := hc.finish()
+	hc.observe(phaseDone, began, guest, Continue, err)
+	return err
+}
+
+func (hc *HTTPContext) finish() error {
 	inst := hc.inst
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
@@ -291,11 +339,29 @@ func (hc *HTTPContext) createNow() error {
 // each handed to proxy_on_http_call_response, until one of them resumes,
 // answers or resets the stream, or none is left.
 func (hc *HTTPContext) stream(p phase, cb abi.Callback, st abi.StreamType, args ...uint64) (Outcome, error) {
+	var began time.Time
+	var guest int64
+	if hc.obs != nil {
+		began, guest = time.Now(), hc.scope.guestTime.Load()
+	}
 	out, err := hc.runStream(p, cb, st, args)
 	for err == nil && out == Pause && hc.callsPending() {
 		out, err = hc.awaitCall(st)
 	}
+	if hc.obs != nil {
+		hc.observe(p, began, guest, out, err)
+	}
 	return out, err
+}
+
+// observe tells the observer of a callback that began at began, when the
+// context's guest time stood at guestBefore.
+func (hc *HTTPContext) observe(p phase, began time.Time, guestBefore int64, out Outcome, err error) {
+	hc.obs.CallbackDone(CallbackStats{
+		Phase: phaseNames[p], Began: began, Ended: time.Now(),
+		Guest:   time.Duration(hc.scope.guestTime.Load() - guestBefore),
+		Outcome: out, Err: err,
+	})
 }
 
 // runStream makes the stream callback's call into the guest, after handing

@@ -42,6 +42,7 @@ func newCallClient(cfg Config) (*outbound.Client, error) {
 		DefaultTimeout:   cfg.HTTPCalls.Timeout,
 		MaxTimeout:       cfg.HTTPCalls.Timeout,
 		MaxInFlight:      cfg.HTTPCalls.MaxInFlight,
+		Prepare:          prepareCall,
 	})
 }
 
@@ -122,7 +123,9 @@ func (cs *callSet) start(inst *Instance, parent context.Context, call *abi.HTTPC
 	cs.made++
 	cs.pending++
 	go func(ctx context.Context, results chan<- callResult) {
+		ctx, span := startCallSpan(ctx, p, req)
 		resp, err := p.calls.Do(ctx, req)
+		endCallSpan(span, resp, err)
 		results <- callResult{id: id, resp: resp, err: err}
 	}(cs.ctx, cs.results)
 	return id, abi.StatusOK

@@ -38,6 +38,7 @@ const rootContextID = 1
 type Instance struct {
 	plugin *Plugin
 	role   role
+	origin Origin
 	mod    api.Module
 	guest  *abi.Guest
 	root   *rootContext
@@ -68,6 +69,20 @@ const (
 	roleShared                 // serves many requests (IsolationShared)
 )
 
+// Origin is how an instance came to be, for traces and metrics.
+type Origin string
+
+// The origins of an instance.
+const (
+	OriginRestored     Origin = "restore"     // restored from the plugin's snapshot on demand
+	OriginPrewarmed    Origin = "prewarmed"   // restored from the snapshot ahead of its request
+	OriginInstantiated Origin = "instantiate" // instantiated and started from scratch
+	OriginShared       Origin = "shared"      // a long-lived instance of IsolationShared
+)
+
+// Origin reports how the instance was made.
+func (inst *Instance) Origin() Origin { return inst.origin }
+
 // NewInstance creates a configured instance: restored from the plugin's
 // snapshot, or started fresh (the start-up lifecycle runs in it). log
 // receives what the filter logs while starting. ctx bounds the whole
@@ -82,11 +97,13 @@ func (p *Plugin) newInstanceFor(ctx context.Context, log LogSink, r role) (*Inst
 		if p.warm != nil && r == roleRequest {
 			if inst := p.warm.take(); inst != nil {
 				inst.root.log = log
+				inst.origin = OriginPrewarmed
 				return inst, nil
 			}
 		}
 		inst := p.newRestored()
 		inst.role = r
+		inst.origin = OriginRestored
 		inst.root.log = log
 		if err := inst.restore(ctx); err != nil {
 			inst.Close(ctx)
@@ -96,6 +113,7 @@ func (p *Plugin) newInstanceFor(ctx context.Context, log LogSink, r role) (*Inst
 	}
 	inst := p.newInstance(log)
 	inst.role = r
+	inst.origin = OriginInstantiated
 
 	// Instantiation runs the module's start section, if any (an unprepared
 	// module's), so it has a budget too.
@@ -336,7 +354,9 @@ func (inst *Instance) run(scope *callScope, name abi.Callback, dispatched bool) 
 		fn = inst.function(name)
 	}
 	scope.arm(inst.budget)
+	began := time.Now()
 	err := fn.CallWithStack(scope.ctx, inst.stack[:])
+	scope.guestTime.Add(int64(time.Since(began)))
 	scope.disarm()
 	if err == nil && scope.ctx.Err() != nil {
 		// The call returned after its budget or its request ended (a host
@@ -399,6 +419,9 @@ type callScope struct {
 	cancel  context.CancelFunc
 	timer   *time.Timer
 	expired atomic.Bool // the budget of a call ran out
+	// guestTime sums the scope's calls into the guest (nanoseconds), for
+	// traces and metrics; read while a request body's goroutine may call.
+	guestTime atomic.Int64
 
 	mu    sync.Mutex
 	armed bool // a call is running under the timer

@@ -90,13 +90,33 @@ func (sp *sharedPool) acquire() (*Instance, func(), error) {
 		inst, err := sp.p.newInstanceFor(sp.ctx, sp.p.backgroundLog(), roleShared)
 		if err != nil {
 			sp.slots[best] = nil
-			return nil, nil, err
+			// A healthy instance serves the request rather than the
+			// empty slot refusing it: a full memory budget, say, would
+			// otherwise refuse every request while it lasts.
+			if s = sp.leastBusy(); s == nil {
+				return nil, nil, err
+			}
+			s.users++
+			return s.inst, func() { sp.release(s) }, nil
 		}
+		inst.origin = OriginShared
 		s = &sharedInstance{inst: inst}
 		sp.slots[best] = s
 	}
 	s.users++
 	return s.inst, func() { sp.release(s) }, nil
+}
+
+// leastBusy is the healthy instance serving the fewest requests, or nil.
+// The caller holds sp.mu.
+func (sp *sharedPool) leastBusy() *sharedInstance {
+	var best *sharedInstance
+	for _, s := range sp.slots {
+		if s != nil && !s.inst.failed.Load() && (best == nil || s.users < best.users) {
+			best = s
+		}
+	}
+	return best
 }
 
 func (sp *sharedPool) release(s *sharedInstance) {

@@ -185,6 +185,8 @@ type Plugin struct {
 	bgMu   sync.Mutex
 	bg     *background // started on demand
 	closed bool
+	loaded bool     // Load is done: the background instance may start
+	early  []uint32 // queues that got items while the plugin loaded
 
 	shared *sharedPool // IsolationShared's instances; nil: a fresh instance per request
 }
@@ -291,10 +293,34 @@ func Load(ctx context.Context, cfg Config) (*Plugin, error) {
 	if cfg.Isolation == IsolationShared {
 		p.shared = newSharedPool(p, cfg.SharedInstances)
 	}
-	if p.tickPeriod.Load() > 0 || p.registeredQueue.Load() {
-		p.startBackground()
-	}
+	p.finishLoading()
 	return p, nil
+}
+
+// finishLoading lets the background instance start, now that the plugin is
+// whole, and starts it if the filter set a timer or registered a queue
+// while loading, with the queues that got items meanwhile.
+func (p *Plugin) finishLoading() {
+	p.bgMu.Lock()
+	p.loaded = true
+	early := p.early
+	p.early = nil
+	p.bgMu.Unlock()
+	if p.tickPeriod.Load() == 0 && !p.registeredQueue.Load() {
+		return
+	}
+	if bg := p.startBackground(); bg != nil {
+		for _, id := range early {
+			bg.queueReady(id)
+		}
+	}
+}
+
+// isClosed reports whether Close has begun.
+func (p *Plugin) isClosed() bool {
+	p.bgMu.Lock()
+	defer p.bgMu.Unlock()
+	return p.closed
 }
 
 // prepare is wasmbin.Prepare, with a panic (a bug in Sluice, not the

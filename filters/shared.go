@@ -2,6 +2,7 @@ package filters
 
 import (
 	"errors"
+	"slices"
 
 	"github.com/sluice-edge/sluice/abi"
 	"github.com/sluice-edge/sluice/filters/internal/state"
@@ -26,6 +27,13 @@ var DefaultSharedState = NewSharedState(StateLimits{})
 
 // GuestMetric is one metric a filter defined, as it stands now.
 type GuestMetric = state.MetricSnapshot
+
+// The types of a GuestMetric.
+const (
+	GuestCounter   = state.Counter
+	GuestGauge     = state.Gauge
+	GuestHistogram = state.Histogram
+)
 
 // Metrics returns every metric filters defined, in a stable order; Owner is
 // the filter's namespace and name joined by NUL (see MetricOwner).
@@ -73,6 +81,12 @@ func (s pluginServices) RegisterSharedQueue(name string) (uint32, abi.Status) {
 	id, err := s.p.sharedState().store.RegisterQueue(s.p.namespace(), name, s.p)
 	if err == nil {
 		s.p.registeredQueue.Store(true)
+		if s.p.isClosed() {
+			// An instance outliving its plugin's Close registered after
+			// Close removed the plugin from the store: undo it, or the
+			// process-wide store would keep the closed plugin for good.
+			s.p.sharedState().store.RemoveListener(s.p)
+		}
 	}
 	return id, stateStatus(err)
 }
@@ -138,6 +152,17 @@ func (p *Plugin) metricOwner() string { return p.owner }
 // plugin registered. Its background instance (started now if need be) will
 // call proxy_on_queue_ready.
 func (p *Plugin) QueueReady(id uint32) {
+	p.bgMu.Lock()
+	if !p.loaded && !p.closed {
+		// Items enqueued while the filter configures itself wait for the
+		// end of Load: the background instance needs the whole plugin.
+		if !slices.Contains(p.early, id) {
+			p.early = append(p.early, id)
+		}
+		p.bgMu.Unlock()
+		return
+	}
+	p.bgMu.Unlock()
 	if bg := p.startBackground(); bg != nil {
 		bg.queueReady(id)
 	}

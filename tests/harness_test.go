@@ -29,6 +29,7 @@ var (
 	adminAddr string // Caddy's admin endpoint, host:port
 	siteAddr  string // where the test sites listen, host:port
 	upstream  *echoServer
+	otlp      *otlpReceiver // where Caddy exports traces
 	caddyLog  = &logBuffer{}
 )
 
@@ -60,13 +61,20 @@ func run(m *testing.M) (int, error) {
 
 	upstream = newEchoServer()
 	defer upstream.Close()
+	otlp = newOTLPReceiver()
+	defer otlp.Close()
 	adminAddr = freeAddr()
 
 	cmd := exec.Command(caddyBin, "run", "--config", "-")
 	cmd.Stdin = strings.NewReader(fmt.Sprintf(`{"admin":{"listen":%q}}`, adminAddr))
 	cmd.Stdout, cmd.Stderr = caddyLog, caddyLog
 	cmd.Env = append(os.Environ(), "HOME="+work, "XDG_DATA_HOME="+filepath.Join(work, "data"),
-		"XDG_CONFIG_HOME="+filepath.Join(work, "config"))
+		"XDG_CONFIG_HOME="+filepath.Join(work, "config"),
+		// Traces go to the test's OTLP/HTTP receiver, exported every
+		// 100ms, as an operator would configure the tracing directive.
+		"OTEL_TRACES_EXPORTER=otlp", "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
+		"OTEL_EXPORTER_OTLP_ENDPOINT="+otlp.URL, "OTEL_BSP_SCHEDULE_DELAY=100",
+		"OTEL_SERVICE_NAME=sluice-e2e")
 	if err := cmd.Start(); err != nil {
 		return 0, err
 	}

@@ -1,0 +1,82 @@
+package filters
+
+import (
+	"context"
+	"runtime"
+	"testing"
+	"time"
+	"weak"
+
+	"github.com/sluice-edge/sluice/abi"
+)
+
+// blockingLog blocks the guest's first proxy_log until released.
+type blockingLog struct {
+	*fakeExchange
+	entered, release chan struct{}
+}
+
+func (b *blockingLog) GuestLog(level abi.LogLevel, msg []byte) {
+	select {
+	case b.entered <- struct{}{}:
+		<-b.release
+	default:
+	}
+	b.fakeExchange.GuestLog(level, msg)
+}
+
+// A request instance still running when its plugin closes may register a
+// queue after Close removed the plugin from the store's listeners: the
+// store must not keep the closed plugin (it lives as long as the process).
+func TestClosedPluginIsNoQueueListener(t *testing.T) {
+	for _, late := range []bool{false, true} {
+		st := NewSharedState(StateLimits{})
+		body := `
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (call $log $"before")
+    (drop (call $proxy_register_shared_queue $"jobs" (i32.const 28)))
+    (i32.const 0))`
+		p, err := Load(context.Background(), config(guest(t, body), withState(st)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wp := weak.Make(p)
+		ex := &blockingLog{newExchange(), make(chan struct{}), make(chan struct{})}
+		inst, err := p.NewInstance(context.Background(), ex)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hc, err := inst.NewHTTPContext(context.Background(), ex)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error)
+		go func() { _, err := hc.RequestHeaders(0, true); done <- err }()
+		if late {
+			<-ex.entered // the guest is in proxy_log
+			_ = p.Close(context.Background())
+			close(ex.release)
+			t.Logf("request: %v", <-done)
+		} else {
+			close(ex.release)
+			<-ex.entered
+			t.Logf("request: %v", <-done)
+			_ = p.Close(context.Background())
+		}
+		inst.Close(context.Background())
+		p, inst, hc = nil, nil, nil
+		for range 5 {
+			runtime.GC()
+			time.Sleep(10 * time.Millisecond)
+		}
+		_, qerr := st.store.ResolveQueue("vm-a", "jobs")
+		if wp.Value() != nil {
+			t.Errorf("late=%v: the closed plugin is still reachable (queue registered after Close: %v)", late, qerr == nil)
+		}
+		runtime.KeepAlive(st)
+		st = nil
+		runtime.GC()
+		runtime.GC()
+		t.Logf("late=%v: reachable once the store is dropped too: %v", late, wp.Value() != nil)
+	}
+}
