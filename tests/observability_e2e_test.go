@@ -5,15 +5,21 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc"
 
 	"github.com/sluice-edge/sluice/tests/guestbuild"
 )
@@ -233,4 +239,83 @@ func scrapeSum(t *testing.T, name string, labels ...string) float64 {
 		return -1
 	}
 	return sum
+}
+
+// Traces also leave over OTLP/gRPC, the other protocol of Caddy's standard
+// OTEL_* configuration: a second Caddy, started with that environment,
+// exports a filtered request's spans to a gRPC receiver the test runs.
+func TestTracesExportOverOTLPgRPC(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	receiver := &grpcTraceReceiver{}
+	srv := grpc.NewServer()
+	coltracepb.RegisterTraceServiceServer(srv, receiver)
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Stop()
+
+	dir := t.TempDir()
+	admin, site := freeAddr(), freeAddr()
+	caddyfile := filepath.Join(dir, "Caddyfile")
+	config := fmt.Sprintf(`{
+	admin %s
+	auto_https off
+	persist_config off
+}
+
+http://%s {
+	tracing
+	wasm_filter %s {
+		name grpc-traced
+	}
+	respond "ok"
+}
+`, admin, site, guestbuild.Go(t, "headers"))
+	if err := os.WriteFile(caddyfile, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out logBuffer
+	cmd := exec.Command(caddyBin, "run", "--config", caddyfile, "--adapter", "caddyfile")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+filepath.Join(dir, "data"),
+		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
+		"OTEL_TRACES_EXPORTER=otlp", "OTEL_EXPORTER_OTLP_PROTOCOL=grpc",
+		"OTEL_EXPORTER_OTLP_ENDPOINT=http://"+lis.Addr().String(), "OTEL_EXPORTER_OTLP_INSECURE=true",
+		"OTEL_BSP_SCHEDULE_DELAY=100")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}()
+	if err := waitFor("http://" + admin + "/config/"); err != nil {
+		t.Fatalf("second caddy did not start: %v\n%s", err, out.String())
+	}
+
+	const traceID = "0af7651916cd43dd8448eb211c80319c"
+	req, _ := http.NewRequest(http.MethodGet, "http://"+site+"/", nil)
+	req.Header.Set("Traceparent", "00-"+traceID+"-b7ad6b7169203331-01")
+	var resp *http.Response
+	eventually(t, "the second caddy serving", func() string {
+		if resp, err = httpClient.Do(req); err != nil {
+			return err.Error()
+		}
+		resp.Body.Close()
+		return ""
+	})
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Added") != "resp" {
+		t.Fatalf("status %d, x-added %q", resp.StatusCode, resp.Header.Get("X-Added"))
+	}
+	id, _ := hex.DecodeString(traceID)
+	eventually(t, "spans over gRPC", func() string {
+		names := receiver.names(id)
+		for _, want := range []string{"wasm_filter grpc-traced", "create isolate", "request_headers", "response_headers", "log"} {
+			if !slices.Contains(names, want) {
+				return fmt.Sprintf("no %q among %v\n%s", want, names, out.String())
+			}
+		}
+		return ""
+	})
 }

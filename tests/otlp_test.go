@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/hex"
 	"io"
 	"net/http"
@@ -99,4 +100,34 @@ func spanAttr(s *tracepb.Span, key string) string {
 		}
 	}
 	return ""
+}
+
+// grpcTraceReceiver is an OTLP/gRPC trace receiver.
+type grpcTraceReceiver struct {
+	coltracepb.UnimplementedTraceServiceServer
+	mu    sync.Mutex
+	spans []*tracepb.Span
+}
+
+func (g *grpcTraceReceiver) Export(_ context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, rs := range req.GetResourceSpans() {
+		for _, ss := range rs.GetScopeSpans() {
+			g.spans = append(g.spans, ss.GetSpans()...)
+		}
+	}
+	return &coltracepb.ExportTraceServiceResponse{}, nil
+}
+
+func (g *grpcTraceReceiver) names(traceID []byte) []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var names []string
+	for _, s := range g.spans {
+		if bytes.Equal(s.GetTraceId(), traceID) {
+			names = append(names, s.GetName())
+		}
+	}
+	return names
 }
