@@ -91,6 +91,7 @@ type stream struct {
 	failure       error // the filter failure being settled, if any
 	failureLogged bool
 	mustAbort     bool   // abort the response when the handler returns
+	failedClosed  bool   // the failure was answered 500 whatever the policy
 	verdict       string // the request's outcome, if no failure decides it
 }
 
@@ -114,7 +115,7 @@ func (s *stream) outcome() string {
 	switch {
 	case s.failure != nil && s.mustAbort:
 		return "aborted"
-	case s.failure != nil && s.h.failOpen():
+	case s.failure != nil && s.h.failOpen() && !s.failedClosed:
 		return "failed_open"
 	case s.failure != nil:
 		return "failed_closed"
@@ -402,6 +403,9 @@ func (s *stream) hostPanicked(p any) error {
 		s.setMustAbort()
 		return nil
 	}
+	s.mu.Lock()
+	s.failedClosed = true // our bug: no policy serves around it
+	s.mu.Unlock()
 	return caddyhttp.Error(http.StatusInternalServerError, err)
 }
 

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -49,8 +50,9 @@ func (l *guestLogLimiter) log(logger func() *zap.Logger, level abi.LogLevel, msg
 		return
 	}
 	fields := []zap.Field{zap.String("source", source), zap.String("guest_level", level.String())}
-	if n := l.dropped.Swap(0); n > 0 {
-		fields = append(fields, zap.Int64("dropped_before", n))
+	reported := l.dropped.Swap(0)
+	if reported > 0 {
+		fields = append(fields, zap.Int64("dropped_before", reported))
 	}
 	truncated := len(msg) > maxGuestLogBytes
 	if truncated {
@@ -58,7 +60,7 @@ func (l *guestLogLimiter) log(logger func() *zap.Logger, level abi.LogLevel, msg
 		fields = append(fields, zap.Bool("truncated", true))
 	}
 	if ce := base.Check(zl, sanitizeLogText(msg)); ce != nil && !guestLogs.enqueue(ce, fields) {
-		l.dropped.Add(1)
+		l.dropped.Add(1 + reported) // this line, and the drops it was to report
 	}
 }
 
@@ -96,6 +98,14 @@ func (q *guestLogQueue) enqueue(ce *zapcore.CheckedEntry, fields []zap.Field) bo
 	default:
 		q.pending.Add(-1)
 		return false
+	}
+}
+
+// drain waits, at most d, until every line queued so far is written:
+// Caddy closes a config's log writers after its handlers' cleanup.
+func (q *guestLogQueue) drain(d time.Duration) {
+	for deadline := time.Now().Add(d); q.pending.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
 	}
 }
 

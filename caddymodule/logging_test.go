@@ -63,11 +63,7 @@ func (d drainedLogs) FilterMessage(msg string) *observer.ObservedLogs {
 }
 
 // drainGuestLogs waits until the guest log queue is empty.
-func drainGuestLogs() {
-	for deadline := time.Now().Add(5 * time.Second); guestLogs.pending.Load() > 0 && time.Now().Before(deadline); {
-		time.Sleep(time.Millisecond)
-	}
-}
+func drainGuestLogs() { guestLogs.drain(5 * time.Second) }
 
 // blockingCore is a log destination that blocks every write until
 // released, like a stalled disk or pipe.

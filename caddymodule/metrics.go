@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -177,10 +178,20 @@ func (g guestMetrics) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // Collect implements prometheus.Collector.
+// A series whose labels are not valid UTF-8, or repeat an earlier series'
+// (names are UTF-8 already; an operator's vm_id or filter name could still
+// collide), is skipped: one bad series would fail the whole scrape, Caddy's
+// own metrics included.
 func (g guestMetrics) Collect(ch chan<- prometheus.Metric) {
+	seen := map[[3]string]bool{}
 	for _, m := range g.state.Metrics() {
 		vmID, filter, _ := strings.Cut(m.Owner, "\x00")
-		labels := []string{strings.ToValidUTF8(filter, "\uFFFD"), strings.ToValidUTF8(vmID, "\uFFFD"), strings.ToValidUTF8(m.Name, "\uFFFD")}
+		key := [3]string{filter, vmID, m.Name}
+		if seen[key] || !utf8.ValidString(filter) || !utf8.ValidString(vmID) || !utf8.ValidString(m.Name) {
+			continue
+		}
+		seen[key] = true
+		labels := key[:]
 		var metric prometheus.Metric
 		var err error
 		switch m.Type {

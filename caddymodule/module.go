@@ -266,6 +266,7 @@ func (h *Handler) Cleanup() error {
 	if h.plugin == nil {
 		return nil
 	}
+	guestLogs.drain(time.Second)
 	_, err := plugins.Delete(h.poolKey)
 	return err
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -14,6 +15,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sluice-edge/sluice/filters"
 )
 
 // tracedRequest is r inside a recording server span, as Caddy's tracing
@@ -343,5 +346,20 @@ func TestGuestLogsCarryTheTrace(t *testing.T) {
 	fields := entries[0].ContextMap()
 	if fields["trace_id"] != server.SpanContext().TraceID().String() || fields["span_id"] != filter.SpanContext().SpanID().String() {
 		t.Errorf("log fields %v, want trace %s span %s", fields, server.SpanContext().TraceID(), filter.SpanContext().SpanID())
+	}
+}
+
+// A request body read after the request ended (the upstream answered
+// before the upload was over) adds no span to the ended trace.
+func TestLateCallbackAfterTheTraceEndedRecordsNothing(t *testing.T) {
+	h := provisionGuest(t, phasesGuest(), "")
+	r, server, rec := tracedRequest(t, newRequest(http.MethodGet, "/", ""), sdktrace.AlwaysSample())
+	tr := startFilterTrace(r.Context(), h.Handler)
+	tr.end("continued", nil, 0)
+	now := time.Now()
+	tr.callbackDone(filters.CallbackStats{Phase: "request_body", Began: now, Ended: now})
+	server.End()
+	if n := len(rec.Started()); n != 2 { // server and filter
+		t.Errorf("%d spans started, want the server's and the filter's", n)
 	}
 }

@@ -45,6 +45,7 @@ type filterTrace struct {
 	mu    sync.Mutex
 	body  map[string]*bodySpan // the body phases under way
 	guest time.Duration        // in the guest, over all phases
+	ended bool                 // a request body read late reports nothing
 }
 
 // bodySpan is a body phase's span, open while chunks come.
@@ -110,6 +111,9 @@ func (t *filterTrace) callbackDone(c filters.CallbackStats) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.ended {
+		return
+	}
 	t.guest += c.Guest
 	action := ""
 	if c.Err == nil && c.Phase != "log" {
@@ -155,6 +159,7 @@ func (t *filterTrace) end(outcome string, failure error, localStatus int) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.ended = true
 	for phase, b := range t.body {
 		b.span.SetAttributes(attrChunks.Int(b.chunks), attrGuestTime.Int64(b.guest.Microseconds()))
 		if b.action != "" {

@@ -252,19 +252,19 @@ func (hc *HTTPContext) ResponseStarted() {
 // from proxy_on_done to keep the context open is not waited for: a request's
 // instance ends with its request.
 func (hc *HTTPContext) Finish() error {
+	var guest time.Duration
 	if hc.obs == nil {
-		return hc.finish()
+		return hc.finish(&guest)
 	}
-	began, guest := time.Now(), hc.scope.guestTime.Load()
-	err := hc.finish()
+	began := time.Now()
+	err := hc.finish(&guest)
 	hc.observe(phaseDone, began, guest, Continue, err)
 	return err
 }
 
-func (hc *HTTPContext) finish() error {
+func (hc *HTTPContext) finish(guest *time.Duration) error {
 	inst := hc.inst
-	inst.mu.Lock()
-	defer inst.mu.Unlock()
+	defer hc.lockCounting(guest)()
 	defer hc.scope.end()
 	// Calls still in flight end with the request: their answers would
 	// reach a context that is gone.
@@ -340,13 +340,13 @@ func (hc *HTTPContext) createNow() error {
 // answers or resets the stream, or none is left.
 func (hc *HTTPContext) stream(p phase, cb abi.Callback, st abi.StreamType, args ...uint64) (Outcome, error) {
 	var began time.Time
-	var guest int64
+	var guest time.Duration
 	if hc.obs != nil {
-		began, guest = time.Now(), hc.scope.guestTime.Load()
+		began = time.Now()
 	}
-	out, err := hc.runStream(p, cb, st, args)
+	out, err := hc.runStream(&guest, p, cb, st, args)
 	for err == nil && out == Pause && hc.callsPending() {
-		out, err = hc.awaitCall(st)
+		out, err = hc.awaitCall(&guest, st)
 	}
 	if hc.obs != nil {
 		hc.observe(p, began, guest, out, err)
@@ -354,22 +354,33 @@ func (hc *HTTPContext) stream(p phase, cb abi.Callback, st abi.StreamType, args 
 	return out, err
 }
 
-// observe tells the observer of a callback that began at began, when the
-// context's guest time stood at guestBefore.
-func (hc *HTTPContext) observe(p phase, began time.Time, guestBefore int64, out Outcome, err error) {
+// observe tells the observer of a callback that began at began and spent
+// guest in the guest.
+func (hc *HTTPContext) observe(p phase, began time.Time, guest time.Duration, out Outcome, err error) {
 	hc.obs.CallbackDone(CallbackStats{
 		Phase: phaseNames[p], Began: began, Ended: time.Now(),
-		Guest:   time.Duration(hc.scope.guestTime.Load() - guestBefore),
-		Outcome: out, Err: err,
+		Guest: guest, Outcome: out, Err: err,
 	})
+}
+
+// lockCounting takes the instance's lock and returns its release, which
+// adds to *guest the guest time of the calls made meanwhile: this
+// goroutine's only, since calls need the lock (the request body's
+// goroutine may call between two of ours).
+func (hc *HTTPContext) lockCounting(guest *time.Duration) func() {
+	hc.inst.mu.Lock()
+	before := hc.scope.guestTime.Load()
+	return func() {
+		*guest += time.Duration(hc.scope.guestTime.Load() - before)
+		hc.inst.mu.Unlock()
+	}
 }
 
 // runStream makes the stream callback's call into the guest, after handing
 // it the answers of earlier calls that already came.
-func (hc *HTTPContext) runStream(p phase, cb abi.Callback, st abi.StreamType, args []uint64) (Outcome, error) {
+func (hc *HTTPContext) runStream(guest *time.Duration, p phase, cb abi.Callback, st abi.StreamType, args []uint64) (Outcome, error) {
 	inst := hc.inst
-	inst.mu.Lock()
-	defer inst.mu.Unlock()
+	defer hc.lockCounting(guest)()
 	if inst.err != nil {
 		return 0, inst.err
 	}
@@ -431,7 +442,7 @@ func (hc *HTTPContext) callsPending() bool {
 
 // awaitCall waits for the next outbound call's answer, without holding the
 // instance, and delivers it to the paused stream st.
-func (hc *HTTPContext) awaitCall(st abi.StreamType) (Outcome, error) {
+func (hc *HTTPContext) awaitCall(guest *time.Duration, st abi.StreamType) (Outcome, error) {
 	var r callResult
 	select {
 	case r = <-hc.calls.results:
@@ -448,8 +459,7 @@ func (hc *HTTPContext) awaitCall(st abi.StreamType) (Outcome, error) {
 		return 0, inst.fail(abi.OnHTTPCallResponse, ErrCanceled, hc.reqCtx.Err())
 	}
 	inst := hc.inst
-	inst.mu.Lock()
-	defer inst.mu.Unlock()
+	defer hc.lockCounting(guest)()
 	if inst.err != nil {
 		return 0, inst.err
 	}

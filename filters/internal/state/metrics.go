@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 )
 
 // MetricType is the type of a guest-defined metric, numbered as in the
@@ -103,7 +104,8 @@ func newMetricOwner(name string) *metricOwner {
 
 // DefineMetric defines the metric name of type t for owner, or finds the one
 // defined, and returns its id. An unknown type, an empty name, a name with
-// control characters, or a name defined with another type is ErrBadArgument;
+// control characters or invalid UTF-8, or a name defined with another type
+// is ErrBadArgument;
 // a name over MaxMetricName is ErrTooLarge; a definition past MaxMetrics is
 // ErrQuota.
 func (s *Store) DefineMetric(owner string, t MetricType, name string) (uint32, error) {
@@ -112,6 +114,9 @@ func (s *Store) DefineMetric(owner string, t MetricType, name string) (uint32, e
 	}
 	if len(name) > s.limits.MaxMetricName {
 		return 0, ErrTooLarge
+	}
+	if !utf8.ValidString(name) { // exported as a label value, which must be UTF-8
+		return 0, ErrBadArgument
 	}
 	for i := range len(name) {
 		if c := name[i]; c < 0x20 || c == 0x7f {

@@ -47,6 +47,7 @@ func TestDefineMetric(t *testing.T) {
 		{"newline in the name", Counter, "a\nb", ErrBadArgument},
 		{"0x1f in the name", Counter, "\x1f", ErrBadArgument},
 		{"DEL in the name", Counter, "a\x7f", ErrBadArgument},
+		{"invalid UTF-8 in the name", Counter, "a\xff", ErrBadArgument},
 		{"name over MaxMetricName", Counter, "123456789", ErrTooLarge},
 		{"name at MaxMetricName", Histogram, "12345678", nil},
 		{"past MaxMetrics", Counter, "d", ErrQuota},
