@@ -3,6 +3,7 @@ package filters
 import (
 	"context"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 	"weak"
@@ -10,18 +11,19 @@ import (
 	"github.com/sluice-edge/sluice/abi"
 )
 
-// blockingLog blocks the guest's first proxy_log until released.
+// blockingLog blocks the guest's first proxy_log until released, after
+// telling the test it got there.
 type blockingLog struct {
 	*fakeExchange
 	entered, release chan struct{}
+	once             sync.Once
 }
 
 func (b *blockingLog) GuestLog(level abi.LogLevel, msg []byte) {
-	select {
-	case b.entered <- struct{}{}:
+	b.once.Do(func() {
+		b.entered <- struct{}{}
 		<-b.release
-	default:
-	}
+	})
 	b.fakeExchange.GuestLog(level, msg)
 }
 
@@ -41,7 +43,7 @@ func TestClosedPluginIsNoQueueListener(t *testing.T) {
 			t.Fatal(err)
 		}
 		wp := weak.Make(p)
-		ex := &blockingLog{newExchange(), make(chan struct{}), make(chan struct{})}
+		ex := &blockingLog{fakeExchange: newExchange(), entered: make(chan struct{}), release: make(chan struct{})}
 		inst, err := p.NewInstance(context.Background(), ex)
 		if err != nil {
 			t.Fatal(err)
@@ -52,14 +54,13 @@ func TestClosedPluginIsNoQueueListener(t *testing.T) {
 		}
 		done := make(chan error)
 		go func() { _, err := hc.RequestHeaders(0, true); done <- err }()
+		<-ex.entered // the guest is in proxy_log, before it registers the queue
 		if late {
-			<-ex.entered // the guest is in proxy_log
 			_ = p.Close(context.Background())
 			close(ex.release)
 			t.Logf("request: %v", <-done)
 		} else {
 			close(ex.release)
-			<-ex.entered
 			t.Logf("request: %v", <-done)
 			_ = p.Close(context.Background())
 		}
