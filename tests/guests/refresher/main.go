@@ -25,11 +25,12 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"strconv"
 
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
+
+	"github.com/sluice-edge/sluice/tests/guests/internal/casdata"
 )
 
 func main() {}
@@ -65,7 +66,7 @@ func (*plugin) OnPluginStart(int) types.OnPluginStartStatus {
 }
 
 func (*plugin) OnTick() {
-	if err := update("ticks", plusOne); err != nil {
+	if err := casdata.Update("ticks", casdata.PlusOne); err != nil {
 		proxywasm.LogErrorf("refresher: counting the tick: %v", err)
 	}
 	headers := [][2]string{{":method", "GET"}, {":path", "/keys"}, {":authority", "keys.internal"}}
@@ -100,7 +101,7 @@ func onKeys(numHeaders, bodySize, _ int) {
 		proxywasm.LogErrorf("refresher: reading the keys: %v", err)
 		return
 	}
-	if err := update("keys", func([]byte) []byte { return body }); err != nil {
+	if err := casdata.Update("keys", func([]byte) []byte { return body }); err != nil {
 		proxywasm.LogErrorf("refresher: storing the keys: %v", err)
 	}
 }
@@ -142,43 +143,4 @@ func read(key, missing string) string {
 		return missing
 	}
 	return string(v)
-}
-
-// maxAttempts bounds each compare-and-swap loop.
-const maxAttempts = 64
-
-// update replaces the shared-data value under key with next(old value),
-// retrying when another writer got there first.
-func update(key string, next func(old []byte) []byte) error {
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		old, cas, err := proxywasm.GetSharedData(key)
-		if errors.Is(err, types.ErrorStatusNotFound) {
-			old, cas, err = nil, 0, nil
-		}
-		if err != nil {
-			return fmt.Errorf("get %q: %w", key, err)
-		}
-		err = proxywasm.SetSharedData(key, next(old), cas)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, types.ErrorStatusCasMismatch) {
-			return fmt.Errorf("set %q: %w", key, err)
-		}
-	}
-	return fmt.Errorf("set %q: cas retries exhausted", key)
-}
-
-// plusOne increments a decimal counter; a value that is not a decimal
-// number is logged and counted from 0.
-func plusOne(old []byte) []byte {
-	var n uint64
-	if len(old) > 0 {
-		var err error
-		if n, err = strconv.ParseUint(string(old), 10, 64); err != nil {
-			proxywasm.LogErrorf("refresher: %q is not a decimal number: counting from 0", old)
-			n = 0
-		}
-	}
-	return []byte(strconv.FormatUint(n+1, 10))
 }
