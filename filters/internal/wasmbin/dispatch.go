@@ -96,22 +96,11 @@ func planDispatch(module []byte, spec DispatchSpec) *dispatchPlan {
 			}
 		case SectionImport:
 			for n := body.u32(); n > 0 && body.err == nil; n-- {
-				body.name()
-				body.name()
-				switch body.byte() {
-				case 0x00:
-					funcTypes = append(funcTypes, body.u32())
-				case 0x01:
-					body.table()
-				case 0x02:
-					body.limits()
-				case 0x03:
-					body.valType()
-					body.byte()
+				switch kind, index := body.importEntry(); kind {
+				case importFunc:
+					funcTypes = append(funcTypes, index)
+				case importGlobal:
 					globalCount++
-				case 0x04:
-					body.byte()
-					body.u32()
 				}
 			}
 		case SectionFunction:

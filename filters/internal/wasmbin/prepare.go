@@ -176,22 +176,8 @@ func Prepare(module []byte, dispatch DispatchSpec) (*Prepared, error) {
 		switch id {
 		case SectionImport:
 			for n := body.u32(); n > 0 && body.err == nil; n-- {
-				body.name()
-				body.name()
-				switch body.byte() {
-				case 0x00:
-					body.u32()
-				case 0x01:
-					body.table()
-				case 0x02:
-					body.limits()
-				case 0x03:
-					body.valType()
-					body.byte()
+				if kind, _ := body.importEntry(); kind == importGlobal {
 					importedGlobs++
-				case 0x04:
-					body.byte()
-					body.u32()
 				}
 			}
 			out = append(out, whole...)

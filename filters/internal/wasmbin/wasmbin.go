@@ -254,31 +254,58 @@ func (s *Summary) vector(r *reader) uint32 {
 
 func (s *Summary) readImports(r *reader) {
 	for n := s.vector(r); n > 0 && r.err == nil; n-- {
-		r.name() // module
-		r.name() // field
-		switch kind := r.byte(); kind {
-		case 0x00: // function: type index
-			refer(&r.used.types, r.u32())
+		switch kind, index := r.importEntry(); kind {
+		case importFunc:
+			refer(&r.used.types, index)
 			s.ImportedFuncs++
-		case 0x01: // table
-			s.TableMin += uint64(r.table())
+		case importTable:
+			s.TableMin += uint64(index)
 			s.ImportsTable = true
-		case 0x02: // memory: limits
-			r.limits()
+		case importMemory:
 			s.ImportsMem = true
-		case 0x03: // global: value type, mutability
-			r.valType()
-			r.byte()
+		case importGlobal:
 			s.ImportedGlobals++
-		case 0x04: // tag: attribute, type index
-			r.byte()
-			refer(&r.used.types, r.u32())
-		default:
-			if r.err == nil {
-				r.fail(fmt.Sprintf("unknown import kind %#x", kind))
-			}
+		case importTag:
+			refer(&r.used.types, index)
 		}
 	}
+}
+
+// The kinds of an import.
+const (
+	importFunc   = 0x00
+	importTable  = 0x01
+	importMemory = 0x02
+	importGlobal = 0x03
+	importTag    = 0x04
+)
+
+// importEntry reads one import (module and field names, then what it
+// imports) and returns its kind and the number its callers use: a
+// function's or tag's type index, a table's minimum size. An unknown kind
+// fails r.
+func (r *reader) importEntry() (kind byte, index uint32) {
+	r.name() // module
+	r.name() // field
+	switch kind = r.byte(); kind {
+	case importFunc:
+		index = r.u32()
+	case importTable:
+		index = r.table()
+	case importMemory:
+		r.limits()
+	case importGlobal: // value type, mutability
+		r.valType()
+		r.byte()
+	case importTag: // attribute, type index
+		r.byte()
+		index = r.u32()
+	default:
+		if r.err == nil {
+			r.fail(fmt.Sprintf("unknown import kind %#x", kind))
+		}
+	}
+	return kind, index
 }
 
 // readElements reads an element segment, in any of its eight encodings.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,30 +22,18 @@ import (
 	"github.com/sluice-edge/sluice/tests/guestbuild"
 )
 
-func uleb(v uint64) []byte {
-	var out []byte
-	for {
-		c := byte(v & 0x7f)
-		v >>= 7
-		if v == 0 {
-			return append(out, c)
-		}
-		out = append(out, c|0x80)
-	}
-}
+// uleb, section and name are the package's own encoders, as tests spell
+// module bytes.
+func uleb(v uint32) []byte { return appendU32(nil, v) }
 
-func section(id byte, payload []byte) []byte {
-	return append(append([]byte{id}, uleb(uint64(len(payload)))...), payload...)
-}
+func section(id byte, payload []byte) []byte { return appendSection(nil, id, payload) }
 
 func module(sections ...[]byte) []byte {
-	return append(slicesClone(header), bytes.Join(sections, nil)...)
+	return append(slices.Clone(header), bytes.Join(sections, nil)...)
 }
 
-func slicesClone(b []byte) []byte { return append([]byte(nil), b...) }
-
 // name encodes a WebAssembly name.
-func name(s string) []byte { return append(uleb(uint64(len(s))), s...) }
+func name(s string) []byte { return appendName(nil, s) }
 
 // A module built by wat2wasm is summarized as declared.
 func TestSummarizeValidModule(t *testing.T) {
@@ -301,7 +290,7 @@ func codeModule(body []byte) []byte {
 		section(SectionGlobal, hx("01 7f 01 41 00 0b")),
 		section(SectionElement, hx("01 03 00 01 00")),
 		section(SectionDataCount, hx("01")),
-		section(SectionCode, append(append(uleb(1), uleb(uint64(len(body)))...), body...)),
+		section(SectionCode, append(append(uleb(1), uleb(uint32(len(body)))...), body...)),
 		section(SectionData, hx("01 01 01 78")))
 }
 
@@ -487,9 +476,9 @@ func TestSummarizeReportsTheFunctions(t *testing.T) {
 		hx("01 05 7d 41 00 04 40 0b 0b"),                   // 5 locals
 		hx("00 02 40 02 40 02 40 0b 0b 0b 0b"),             // nesting 3 again
 	}
-	code := uleb(uint64(len(bodies)))
+	code := uleb(uint32(len(bodies)))
 	for _, b := range bodies {
-		code = append(append(code, uleb(uint64(len(b)))...), b...)
+		code = append(append(code, uleb(uint32(len(b)))...), b...)
 	}
 	imports := hx("02 01 65 01 66 00 00 01 65 01 67 00 00") // env.f, env.g: functions of type 0
 	b := module(section(SectionType, hx("01 600000")), section(SectionImport, imports),
@@ -537,7 +526,7 @@ func TestSummarizeKnowsTheOpcodesWazeroDoes(t *testing.T) {
 		check(fmt.Sprintf("%#x", op), []byte{byte(op)}, "invalid instruction", "legacy exception handling")
 	}
 	for op := range 300 {
-		check(fmt.Sprintf("0xfc %d", op), append([]byte{0xfc}, uleb(uint64(op))...), "unknown misc opcode", "invalid misc opcode")
+		check(fmt.Sprintf("0xfc %d", op), append([]byte{0xfc}, uleb(uint32(op))...), "unknown misc opcode", "invalid misc opcode")
 	}
 	for op := range 256 {
 		check(fmt.Sprintf("0xfd %#x", op), []byte{0xfd, byte(op)}, "unknown SIMD instruction")
