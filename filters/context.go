@@ -264,7 +264,7 @@ func (hc *HTTPContext) Finish() error {
 
 func (hc *HTTPContext) finish(guest *time.Duration) error {
 	inst := hc.inst
-	defer hc.lockCounting(guest)()
+	defer hc.unlockCounting(guest, hc.lockCounting())
 	defer hc.scope.end()
 	// Calls still in flight end with the request: their answers would
 	// reach a context that is gone.
@@ -363,24 +363,26 @@ func (hc *HTTPContext) observe(p phase, began time.Time, guest time.Duration, ou
 	})
 }
 
-// lockCounting takes the instance's lock and returns its release, which
-// adds to *guest the guest time of the calls made meanwhile: this
-// goroutine's only, since calls need the lock (the request body's
-// goroutine may call between two of ours).
-func (hc *HTTPContext) lockCounting(guest *time.Duration) func() {
+// lockCounting takes the instance's lock and returns the guest time so
+// far; unlockCounting releases it, adding to *guest the guest time of the
+// calls made meanwhile: this goroutine's only, since calls need the lock
+// (the request body's goroutine may call between two of ours). Used as
+// defer hc.unlockCounting(guest, hc.lockCounting()).
+func (hc *HTTPContext) lockCounting() int64 {
 	hc.inst.mu.Lock()
-	before := hc.scope.guestTime.Load()
-	return func() {
-		*guest += time.Duration(hc.scope.guestTime.Load() - before)
-		hc.inst.mu.Unlock()
-	}
+	return hc.scope.guestTime.Load()
+}
+
+func (hc *HTTPContext) unlockCounting(guest *time.Duration, before int64) {
+	*guest += time.Duration(hc.scope.guestTime.Load() - before)
+	hc.inst.mu.Unlock()
 }
 
 // runStream makes the stream callback's call into the guest, after handing
 // it the answers of earlier calls that already came.
 func (hc *HTTPContext) runStream(guest *time.Duration, p phase, cb abi.Callback, st abi.StreamType, args []uint64) (Outcome, error) {
 	inst := hc.inst
-	defer hc.lockCounting(guest)()
+	defer hc.unlockCounting(guest, hc.lockCounting())
 	if inst.err != nil {
 		return 0, inst.err
 	}
@@ -459,7 +461,7 @@ func (hc *HTTPContext) awaitCall(guest *time.Duration, st abi.StreamType) (Outco
 		return 0, inst.fail(abi.OnHTTPCallResponse, ErrCanceled, hc.reqCtx.Err())
 	}
 	inst := hc.inst
-	defer hc.lockCounting(guest)()
+	defer hc.unlockCounting(guest, hc.lockCounting())
 	if inst.err != nil {
 		return 0, inst.err
 	}
