@@ -234,11 +234,13 @@ func (s *stream) serve(next caddyhttp.Handler) error {
 	}
 
 	out, err := s.hc.RequestHeaders(countPairs(requestHeaders{r}), endOfStream)
+	held := false // the filter has seen the body already, while holding the request
 	if err == nil && out == filters.Pause {
 		if endOfStream {
 			err = s.violation(errPausedAtEnd)
 		} else {
 			out, err = s.holdRequest()
+			held = true
 		}
 	}
 	if err != nil {
@@ -257,7 +259,7 @@ func (s *stream) serve(next caddyhttp.Handler) error {
 		return nil
 	}
 
-	if !endOfStream && s.h.plugin.Exports(abi.OnRequestBody) && !isHeld(r.Body) {
+	if !endOfStream && !held && s.h.plugin.Exports(abi.OnRequestBody) {
 		r.Body = &requestBody{s: s, src: r.Body}
 	}
 	s.hc.RequestForwarded()
@@ -316,7 +318,7 @@ func (s *stream) holdRequest() (filters.Outcome, error) {
 		held := s.hc.TakeRequestBody()
 		if endOfStream {
 			// The whole body is known: send it with its length.
-			r.Body = heldBody{bytes.NewReader(held)}
+			r.Body = io.NopCloser(bytes.NewReader(held))
 			r.ContentLength = int64(len(held))
 			if r.Header.Get("Content-Length") != "" || len(r.TransferEncoding) == 0 {
 				r.Header.Set("Content-Length", strconv.Itoa(len(held)))
@@ -325,7 +327,7 @@ func (s *stream) holdRequest() (filters.Outcome, error) {
 			return filters.Continue, nil
 		}
 		rest := &requestBody{s: s, src: r.Body}
-		r.Body = heldBody{io.MultiReader(bytes.NewReader(held), rest)}
+		r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(held), rest))
 		return filters.Continue, nil
 	}
 }
@@ -342,16 +344,6 @@ func (s *stream) requestTrailers(out filters.Outcome) (filters.Outcome, error) {
 		return trailersOut, err
 	}
 	return out, nil
-}
-
-// heldBody marks a request body the filter has already seen in part.
-type heldBody struct{ io.Reader }
-
-func (heldBody) Close() error { return nil }
-
-func isHeld(body io.ReadCloser) bool {
-	_, ok := body.(heldBody)
-	return ok
 }
 
 // failBeforeForwarding settles a filter failure that happened before the
@@ -522,6 +514,6 @@ func (o *requestSnapshot) restore(r *http.Request) {
 	r.Header = o.header
 	r.ContentLength = o.contentLength
 	if o.body != nil {
-		r.Body = heldBody{o.body}
+		r.Body = io.NopCloser(o.body)
 	}
 }

@@ -207,6 +207,28 @@ func TestRequestBodyStreamsThroughTheFilterChunkByChunk(t *testing.T) {
 	}
 }
 
+// Two filters in a route: the first holds the request body to its end and
+// replaces it; the second, streaming, still sees the body the first one
+// let through.
+func TestChainedFiltersBothSeeTheRequestBody(t *testing.T) {
+	first := provisionGuest(t, bufferRequestGuest(), "")
+	g := newGuest()
+	g.fn(`(func (export "proxy_on_request_body") (param $ctx i32) (param $size i32) (param $eos i32) (result i32)
+    (drop (call $set_buffer ` + reqBody + ` (local.get $size) (i32.const 0) ` + g.str("|") + `))
+    (i32.const 0))`)
+	second := provisionGuest(t, g, `"name": "second"`)
+	next := &nextHandler{}
+	chain := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		return second.ServeHTTP(w, r, next)
+	})
+	if _, err, p := first.serve(bodyRequest(false, "ab", "cd"), chain); err != nil || p != nil {
+		t.Fatalf("err %v, panic %v", err, p)
+	}
+	if next.body != "REPLACED||" {
+		t.Errorf("next read %q, want \"REPLACED||\" (the first filter's body, through the second)", next.body)
+	}
+}
+
 // pauseBodyGuest holds every body until its end, in the direction given,
 // and optionally pauses the request headers too.
 func pauseBodyGuest(callback string, pauseHeaders bool) *guest {
