@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -73,7 +74,7 @@ func TestTraceHasASpanPerFilterAndPhase(t *testing.T) {
 	spans := spansByName(t, rec)
 	filter, ok := spans["wasm_filter test"]
 	if !ok {
-		t.Fatalf("no filter span among %v", slices.Collect(mapKeys(spans)))
+		t.Fatalf("no filter span among %v", slices.Collect(maps.Keys(spans)))
 	}
 	if filter.Parent().SpanID() != server.SpanContext().SpanID() {
 		t.Errorf("filter span's parent is not the server span")
@@ -113,17 +114,7 @@ func TestTraceHasASpanPerFilterAndPhase(t *testing.T) {
 		t.Errorf("response_body chunks %q, want 3", got)
 	}
 	if len(spans) != 7 { // server, filter, isolate, 4 phases
-		t.Errorf("%d spans: %v", len(spans), slices.Collect(mapKeys(spans)))
-	}
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
+		t.Errorf("%d spans: %v", len(spans), slices.Collect(maps.Keys(spans)))
 	}
 }
 
@@ -191,16 +182,24 @@ func TestTraceRecordsFailures(t *testing.T) {
 	}
 }
 
-// A request that is not sampled, or not traced at all, gets no span.
+// A request that is not sampled, or not traced at all, gets no filter
+// trace, and its sampled-out span gets no children.
 func TestUntracedRequestsRecordNothing(t *testing.T) {
 	h := provisionGuest(t, phasesGuest(), "")
+	plain := newRequest(http.MethodGet, "/", "")
+	if tr := startFilterTrace(plain.Context(), h.Handler); tr != nil {
+		t.Errorf("a request without a span got a filter trace")
+	}
 	r, server, rec := tracedRequest(t, newRequest(http.MethodGet, "/", ""), sdktrace.NeverSample())
+	if tr := startFilterTrace(r.Context(), h.Handler); tr != nil {
+		t.Errorf("an unsampled request got a filter trace")
+	}
 	if _, err, p := h.serve(r, upstream()); err != nil || p != nil {
 		t.Fatalf("err %v, panic %v", err, p)
 	}
 	server.End()
-	if n := len(rec.Ended()); n != 0 {
-		t.Errorf("%d spans recorded for an unsampled request", n)
+	if n := len(rec.Started()); n != 0 {
+		t.Errorf("%d spans started for an unsampled request", n)
 	}
 }
 
