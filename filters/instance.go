@@ -215,7 +215,10 @@ func (inst *Instance) start() error {
 			if !errors.As(err, &exit) || exit.Code != 0 {
 				return err
 			}
-			inst.err = nil // a command that exits 0 has finished initializing
+			// A command that exits 0 has finished initializing: the
+			// instance is sound (fail marked it failed on the way out).
+			inst.err = nil
+			inst.failed.Store(false)
 		}
 	}
 

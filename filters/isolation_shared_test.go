@@ -127,3 +127,21 @@ func TestSharedInstancesUnderConcurrency(t *testing.T) {
 		t.Errorf("the instances served %d requests, want 200", total)
 	}
 }
+
+// A command module whose _start ends with proc_exit(0) has started well: in
+// shared isolation its instance serves request after request, not one each.
+func TestSharedCommandModuleKeepsItsInstance(t *testing.T) {
+	for _, mode := range benchModes {
+		t.Run(mode.name, func(t *testing.T) {
+			body := countingGuest(0) + `(func (export "_start") (call $proc_exit (i32.const 0)))`
+			p := mustLoad(t, guest(t, body), withShared(1), mode.opt)
+			for i := 1; i <= 3; i++ {
+				ex, err := sharedRequest(context.Background(), p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ex.wantLogs(t, fmt.Sprintf("n=%d", i), "deleted")
+			}
+		})
+	}
+}
