@@ -43,7 +43,6 @@ type background struct {
 	// Owned by the run goroutine.
 	inst   *Instance
 	ticker *time.Ticker
-	period time.Duration
 }
 
 // startBackground starts the plugin's background instance unless it runs
@@ -107,7 +106,6 @@ func (bg *background) setTickPeriod(d time.Duration) {
 	if d > 0 {
 		d = max(d, MinTickPeriod)
 	}
-	bg.period = d
 	switch {
 	case d == 0 && bg.ticker != nil:
 		bg.ticker.Stop()
@@ -213,7 +211,7 @@ func (bg *background) startInstance() error {
 func (bg *background) stopInstance() {
 	if bg.ticker != nil {
 		bg.ticker.Stop()
-		bg.ticker, bg.period = nil, 0
+		bg.ticker = nil
 	}
 	if bg.inst != nil {
 		bg.inst.root.calls.end()

@@ -42,7 +42,10 @@ type Instance struct {
 	mod    api.Module
 	guest  *abi.Guest
 	root   *rootContext
-	funcs  map[abi.Callback]api.Function // looked up on first use
+	funcs  map[abi.Callback]api.Function // looked up on first use; made on first use
+	// dispatcher is the prepared module's dispatcher, looked up on first
+	// use: a prepared instance calls nothing else on the request path.
+	dispatcher api.Function
 
 	memory     *cowmem.Memory // owned until Close, then back to memoryPool
 	memoryPool *cowmem.Pool
@@ -165,7 +168,6 @@ func (p *Plugin) newInstance(log LogSink) *Instance {
 	inst := &Instance{
 		plugin:        p,
 		guest:         abi.NewGuest(),
-		funcs:         make(map[abi.Callback]api.Function, 8),
 		nextContextID: rootContextID + 1,
 	}
 	inst.root = &rootContext{pluginServices: pluginServices{p}, inst: inst, log: log}
@@ -297,6 +299,9 @@ func (inst *Instance) function(name abi.Callback) api.Function {
 	f, ok := inst.funcs[name]
 	if !ok {
 		f = inst.mod.ExportedFunction(string(name))
+		if inst.funcs == nil {
+			inst.funcs = make(map[abi.Callback]api.Function, 8)
+		}
 		inst.funcs[name] = f
 	}
 	return f
@@ -351,10 +356,14 @@ func (inst *Instance) run(scope *callScope, name abi.Callback, dispatched bool) 
 		return 0, inst.fail(name, ErrCanceled, errInstanceClosed)
 	}
 	var fn api.Function
-	if dispatched {
-		fn = inst.function(wasmbin.DispatchExport)
-	} else {
+	switch {
+	case !dispatched:
 		fn = inst.function(name)
+	case inst.dispatcher != nil:
+		fn = inst.dispatcher
+	default:
+		fn = inst.mod.ExportedFunction(wasmbin.DispatchExport)
+		inst.dispatcher = fn
 	}
 	scope.arm(inst.budget)
 	began := time.Now()

@@ -173,6 +173,8 @@ type Plugin struct {
 
 	warm        *warmInstances    // nil: instances are made on demand
 	prepared    *wasmbin.Prepared // nil: the module runs as it is
+	createAt    uint32            // the dispatcher's index of proxy_on_context_create
+	createFirst bool              // see createsFirst
 	freshMemory *cowmem.Pool      // memories starting as the data image; nil if not prepared
 	snapshot    *snapshot         // nil: every instance starts fresh
 	startMode   string            // how instances start, and why, for operators
@@ -229,6 +231,9 @@ func Load(ctx context.Context, cfg Config) (*Plugin, error) {
 	switch prepared, err := prepare(cfg.Module); {
 	case err == nil:
 		p.prepared, module = prepared, prepared.Module
+		// Asked on every request: looked up once.
+		p.createAt, p.createFirst = prepared.Dispatch[string(abi.OnContextCreate)]
+		p.createFirst = p.createFirst && prepared.CanCreateFirst()
 		if p.freshMemory, err = cowmem.NewPool(prepared.Memory, p.memoryReserve(), idleMemoriesPerPool); err != nil {
 			_ = p.Close(ctx)
 			return nil, fmt.Errorf("mapping the initial memory: %w", err)
@@ -573,18 +578,10 @@ func (p *Plugin) dispatchIndex(name abi.Callback) (uint32, bool) {
 
 // createsFirst reports whether an HTTP context's proxy_on_context_create
 // can run in the same call as its first callback.
-func (p *Plugin) createsFirst() bool {
-	if p.prepared == nil || !p.prepared.CanCreateFirst() {
-		return false
-	}
-	_, ok := p.prepared.Dispatch[string(abi.OnContextCreate)]
-	return ok
-}
+func (p *Plugin) createsFirst() bool { return p.createFirst }
 
 // createIndex is the dispatcher's index of proxy_on_context_create.
-func (p *Plugin) createIndex() uint32 {
-	return p.prepared.Dispatch[string(abi.OnContextCreate)]
-}
+func (p *Plugin) createIndex() uint32 { return p.createAt }
 
 // sequenceOp returns the dispatcher op that runs proxy_on_done,
 // proxy_on_log and proxy_on_delete, if the module has one.

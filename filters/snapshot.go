@@ -89,6 +89,11 @@ func (p *Plugin) memoryReserve() uint64 {
 	return p.cfg.Limits.MemoryLimit / wasmPageSize * wasmPageSize
 }
 
+// overloaded is the error of an instance the memory budget cannot hold.
+func (p *Plugin) overloaded() error {
+	return fmt.Errorf("wasm filter %q: %w", p.cfg.Name, ErrOverloaded)
+}
+
 // withMemory charges the instance being created to the plugin's memory
 // budget and returns a context that makes wazero give it a memory from pool
 // (or, without a pool, its own), which inst owns until Close. A budget that
@@ -96,7 +101,6 @@ func (p *Plugin) memoryReserve() uint64 {
 func (inst *Instance) withMemory(ctx context.Context, pool *cowmem.Pool) (context.Context, error) {
 	p := inst.plugin
 	initial := p.initialMemory()
-	overloaded := fmt.Errorf("wasm filter %q: %w", p.cfg.Name, ErrOverloaded)
 	// The instances Load validates (and snapshots) and the background one
 	// are the operator's, not a request's: a busy budget must not fail a
 	// config load, or stop a filter's timer.
@@ -105,7 +109,7 @@ func (inst *Instance) withMemory(ctx context.Context, pool *cowmem.Pool) (contex
 		// wazero's own memory: charged as it starts, its growth not seen.
 		if charge {
 			if !p.budget().Charge(initial) {
-				return nil, overloaded
+				return nil, p.overloaded()
 			}
 			inst.charged = initial
 		}
@@ -120,7 +124,7 @@ func (inst *Instance) withMemory(ctx context.Context, pool *cowmem.Pool) (contex
 	}
 	if charge && !mem.ChargeTo(p.budget(), initial) {
 		pool.Put(mem)
-		return nil, overloaded
+		return nil, p.overloaded()
 	}
 	inst.memory, inst.memoryPool = mem, pool
 	return experimental.WithMemoryAllocator(ctx, experimental.MemoryAllocatorFunc(
