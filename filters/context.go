@@ -227,10 +227,6 @@ func (hc *HTTPContext) BufferedResponseBody() int { return len(hc.respBody.data)
 // LocalResponse returns the response the filter sent, or nil.
 func (hc *HTTPContext) LocalResponse() *abi.LocalResponse { return hc.local }
 
-// GuestTime is the time the context's calls have spent in the guest so
-// far (host functions included, waits for outbound calls not).
-func (hc *HTTPContext) GuestTime() time.Duration { return time.Duration(hc.scope.guestTime.Load()) }
-
 // RequestForwarded records that the request headers went upstream: the
 // filter can no longer change them.
 func (hc *HTTPContext) RequestForwarded() {

@@ -14,7 +14,7 @@ import (
 // Defaults for the outbound calls a configuration leaves unbounded.
 const (
 	DefaultMaxHTTPCalls    = 16
-	DefaultHTTPCallTimeout = 5 * time.Second
+	DefaultHTTPCallTimeout = outbound.DefaultDefaultTimeout
 )
 
 // newCallClient makes the client of the plugin's outbound calls, or nil
@@ -66,7 +66,7 @@ func (l HTTPCallLimits) withDefaults() HTTPCallLimits {
 		l.Timeout = DefaultHTTPCallTimeout
 	}
 	if l.MaxInFlight <= 0 {
-		l.MaxInFlight = 256
+		l.MaxInFlight = outbound.DefaultMaxInFlight
 	}
 	return l
 }

@@ -39,6 +39,9 @@ func TestPrewarmedInstancesAreFreshAndRefilled(t *testing.T) {
 	}
 	for range 5 {
 		inst, hc, ex := newHTTP(t, p)
+		if inst.Origin() != OriginPrewarmed {
+			t.Errorf("origin %q with two instances ready, want %q", inst.Origin(), OriginPrewarmed)
+		}
 		if _, err := hc.RequestHeaders(0, true); err != nil {
 			t.Fatal(err)
 		}

@@ -20,6 +20,8 @@ func TestEnqueueWhileConfiguringIsDeliveredAfterLoad(t *testing.T) {
   (func (export "proxy_on_queue_ready") (param $root i32) (param $id i32)
     (call $log $"ready"))`), withState(st), withBackground(bgLog, &fakeEvents{}))
 		waitForLog(t, bgLog, "ready", func(m string) bool { return m == "ready" })
-		t.Logf("start mode %q", p.StartMode())
+		if p.StartMode() != "snapshot" {
+			t.Fatalf("start mode %q: the race needs a snapshot", p.StartMode())
+		}
 	}
 }
