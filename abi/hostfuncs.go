@@ -265,16 +265,9 @@ func proxyFunctions() []*hostFunction {
 				if st != StatusOK {
 					return st
 				}
-				if u32(s[2]) > MaxHeaderBytes {
-					return StatusBadArgument
-				}
-				data, ok := c.guest.read(u32(s[1]), u32(s[2]))
-				if !ok {
-					return StatusInvalidMemoryAccess
-				}
-				pairs, err := DecodeHeaderMap(data, MaxHeaderPairs)
-				if err != nil {
-					return StatusBadArgument
+				pairs, st := readHeaderMap(c.guest, u32(s[1]), u32(s[2]))
+				if st != StatusOK {
+					return st
 				}
 				return m.SetPairs(pairs)
 			}),
@@ -482,16 +475,9 @@ func sendLocalResponse(_ context.Context, c *call, s []uint64) Status {
 	if !ok {
 		return StatusInvalidMemoryAccess
 	}
-	if u32(s[6]) > MaxHeaderBytes {
-		return StatusBadArgument
-	}
-	rawHeaders, ok := c.guest.read(u32(s[5]), u32(s[6]))
-	if !ok {
-		return StatusInvalidMemoryAccess
-	}
-	headers, err := DecodeHeaderMap(rawHeaders, MaxHeaderPairs)
-	if err != nil {
-		return StatusBadArgument
+	headers, st := readHeaderMap(c.guest, u32(s[5]), u32(s[6]))
+	if st != StatusOK {
+		return st
 	}
 	return c.host.SendLocalResponse(&LocalResponse{
 		StatusCode: u32(s[0]),

@@ -259,14 +259,12 @@ func httpCall(_ context.Context, c *call, s []uint64) Status {
 	return writeID(c, u32(s[9]), func() (uint32, Status) { return c.host.HTTPCall(call) })
 }
 
-// readHeaderMap reads a serialized header map from guest memory; an empty
-// one (size 0) is an empty map.
+// readHeaderMap reads a serialized header map from guest memory: too large
+// is BAD_ARGUMENT, out of bounds INVALID_MEMORY_ACCESS, malformed
+// BAD_ARGUMENT; an empty one (size 0) is an empty map.
 func readHeaderMap(g *Guest, ptr, size uint32) ([][2]string, Status) {
 	if size > MaxHeaderBytes {
 		return nil, StatusBadArgument
-	}
-	if size == 0 {
-		return nil, StatusOK
 	}
 	data, ok := g.read(ptr, size)
 	if !ok {

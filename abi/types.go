@@ -203,16 +203,12 @@ type Errno uint32
 
 // The errno values the host returns.
 const (
-	ErrnoSuccess    Errno = 0
-	ErrnoBadf       Errno = 8
-	ErrnoFault      Errno = 21
-	ErrnoInval      Errno = 28
-	ErrnoNosys      Errno = 52
-	ErrnoNotsup     Errno = 58
-	ErrnoSpipe      Errno = 70
-	ErrnoNotcapable Errno = 76
-	ErrnoNoent      Errno = 44
-	ErrnoPerm       Errno = 63
-	ErrnoAcces      Errno = 2
-	ErrnoNotdir     Errno = 54
+	ErrnoSuccess Errno = 0
+	ErrnoBadf    Errno = 8
+	ErrnoFault   Errno = 21
+	ErrnoInval   Errno = 28
+	ErrnoNosys   Errno = 52
+	ErrnoNotsup  Errno = 58
+	ErrnoSpipe   Errno = 70
+	ErrnoNotdir  Errno = 54
 )
