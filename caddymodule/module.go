@@ -156,6 +156,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Path == "" {
 		return errors.New("wasm_filter: path to the .wasm module is required")
 	}
+	// Caddy validates after provisioning; a bad setting must not cost a
+	// load (compiling, starting, pre-warming) first.
+	if err := h.Validate(); err != nil {
+		return err
+	}
 	h.logger = ctx.Logger()
 	if h.Name == "" {
 		h.Name = strings.TrimSuffix(filepath.Base(h.Path), filepath.Ext(h.Path))
@@ -223,7 +228,7 @@ func (h *Handler) pluginConfig() (filters.Config, error) {
 		MemoryBudget:    h.budget,
 		Limits: filters.Limits{
 			Timeout:     time.Duration(h.Timeout),
-			MemoryLimit: uint64(max(h.MemoryLimit, 0)),
+			MemoryLimit: uint64(h.MemoryLimit), // Validate refused a negative one
 			MaxBodySize: h.MaxBodySize,
 		},
 	}, nil

@@ -194,6 +194,18 @@ func TestValidateErrorsNameTheFileAndTheProblem(t *testing.T) {
 	}
 }
 
+// Provision refuses a bad setting before loading anything: the module
+// need not even exist for the error to be the setting's.
+func TestProvisionValidatesBeforeLoading(t *testing.T) {
+	h := Handler{Path: filepath.Join(t.TempDir(), "missing.wasm"), FailurePolicy: "maybe"}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	err := h.Provision(ctx)
+	if err == nil || !strings.Contains(err.Error(), `failure_policy "maybe"`) || strings.Contains(err.Error(), "reading module") {
+		t.Errorf("Provision: %v, want the failure_policy error before any load", err)
+	}
+}
+
 // Caddy provisions a new config before it cleans up the old one: an
 // unchanged filter is loaded once and shared, and closed only when the last
 // config lets go.
