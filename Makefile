@@ -66,10 +66,11 @@ test-xcaddy: deps xcaddy
 ## memory, loading, the host's shared state, tracing and metrics overhead
 bench: deps
 	$(GO) test -run '^$$' -bench 'IsolateLifecycle|IsolateLatency' -benchtime 3000x -count 5 ./filters/
-	$(GO) test -run '^$$' -bench 'ResidentPerInstance' -benchtime 3x ./filters/
-	$(GO) test -run '^$$' -bench 'LoadWarmCache' -benchtime 10x ./filters/
+	$(GO) test -run '^$$' -bench 'ResidentPerInstance' -benchtime 3x -count 3 ./filters/
+	$(GO) test -run '^$$' -bench 'LoadWarmCache' -benchtime 10x -count 3 ./filters/
 	$(GO) test -run '^$$' -bench . -benchtime 200000x -count 3 ./filters/internal/state/
-	$(GO) test -run '^$$' -bench 'Tracing|TelemetryHooks' -benchtime 5000x -count 5 ./caddymodule/
+	$(GO) test -run '^$$' -bench 'Tracing' -benchtime 5000x -count 7 ./caddymodule/
+	$(GO) test -run '^$$' -bench 'TelemetryHooks' -count 5 ./caddymodule/
 
 ## load: requests/s of reverse_proxy behind Wasm filters against native Caddy
 load: deps
