@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sluice-edge/sluice/abi"
+	"github.com/sluice-edge/sluice/filters/internal/state"
 )
 
 // Tests of the host beyond one request: shared data, queues, the background
@@ -677,4 +678,24 @@ func TestNoHTTPCallsFromAnEndingRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	ex.wantLogs(t, "call=10")
+}
+
+// The store's errors reach the guest as the statuses SDKs expect: missing
+// and empty are normal outcomes, a lost race is CAS_MISMATCH, and sizes
+// and quotas (which have no status of their own) are BAD_ARGUMENT.
+func TestStateErrorsMapToProxyWasmStatuses(t *testing.T) {
+	for err, want := range map[error]abi.Status{
+		nil:                  abi.StatusOK,
+		state.ErrNotFound:    abi.StatusNotFound,
+		state.ErrEmpty:       abi.StatusEmpty,
+		state.ErrCASMismatch: abi.StatusCASMismatch,
+		state.ErrTooLarge:    abi.StatusBadArgument,
+		state.ErrQuota:       abi.StatusBadArgument,
+		state.ErrBadArgument: abi.StatusBadArgument,
+		fmt.Errorf("key %q: %w", "k", state.ErrQuota): abi.StatusBadArgument,
+	} {
+		if got := stateStatus(err); got != want {
+			t.Errorf("stateStatus(%v) = %v, want %v", err, got, want)
+		}
+	}
 }
