@@ -23,10 +23,6 @@ import (
 // maxHeaderBytes bounds a header map's serialized size after any write.
 const maxHeaderBytes = abi.MaxHeaderBytes
 
-// fieldRules decides what a map accepts for one name and value. name is
-// lowercase.
-type fieldRules func(name, value string) bool
-
 // validField checks a regular (non-pseudo) header field.
 func validField(name, value string) bool {
 	if !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(value) {

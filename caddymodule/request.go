@@ -44,7 +44,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 			return b.src.Read(p)
 		}
 		if b.scratch == nil {
-			b.scratch = make([]byte, 32<<10)
+			b.scratch = chunkBuffer(b.s.r.ContentLength)
 		}
 		n, err := b.src.Read(b.scratch)
 		endOfStream := err == io.EOF
