@@ -1,92 +1,134 @@
-// Command header_rewrite is an example Sluice filter written against the
-// official Proxy-Wasm Go SDK, so it runs unmodified in Envoy too. It gives
-// every response a set of security headers, removes headers that leak
-// details of the upstream, and tags each request with the header named in
-// its configuration.
+// Command header_rewrite is an example Sluice filter: it adds, sets,
+// removes and renames request and response headers as its configuration
+// says, and can give every response a set of security headers.
 //
-// Configuration (plugin config, one "name: value" per line), e.g.
+// Configuration, one rule per line (blank lines and # comments ignored):
 //
-//	x-served-by: sluice
+//	request  set    <name> <value>   # replace the header
+//	request  add    <name> <value>   # add a value, keeping the others
+//	request  remove <name>
+//	request  rename <old> <new>      # move the values to a new name
+//	response set|add|remove|rename ...  # the same, on the response
+//	security_headers                 # HSTS, nosniff, frame DENY, referrer policy; drop server, x-powered-by
 package main
 
 import (
+	"errors"
 	"strings"
 
-	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
-	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
+	"github.com/sluice-edge/sluice/sdk"
 )
 
 func main() {}
 
-func init() { proxywasm.SetVMContext(&vm{}) }
+func init() { sdk.Register(configure) }
 
-// securityHeaders are set on every response, replacing what the upstream sent.
-var securityHeaders = [][2]string{
-	{"strict-transport-security", "max-age=63072000; includeSubDomains"},
-	{"x-content-type-options", "nosniff"},
-	{"x-frame-options", "DENY"},
-	{"referrer-policy", "strict-origin-when-cross-origin"},
+// rule is one header operation.
+type rule struct {
+	op, name, value string
 }
 
-// leakyHeaders are removed from every response.
-var leakyHeaders = []string{"server", "x-powered-by"}
+// rules are the operations for each direction, in order.
+type rules struct{ request, response []rule }
 
-type vm struct{ types.DefaultVMContext }
-
-func (*vm) NewPluginContext(uint32) types.PluginContext { return &plugin{} }
-
-type plugin struct {
-	types.DefaultPluginContext
-	requestHeaders [][2]string
+// securityHeaders are set on every response with security_headers on.
+var securityHeaders = []rule{
+	{"set", "strict-transport-security", "max-age=63072000; includeSubDomains"},
+	{"set", "x-content-type-options", "nosniff"},
+	{"set", "x-frame-options", "DENY"},
+	{"set", "referrer-policy", "strict-origin-when-cross-origin"},
+	{"remove", "server", ""},
+	{"remove", "x-powered-by", ""},
 }
 
-// OnPluginStart reads the request headers to add from the configuration.
-func (p *plugin) OnPluginStart(int) types.OnPluginStartStatus {
-	cfg, err := proxywasm.GetPluginConfiguration()
-	if err != nil && err != types.ErrorStatusNotFound {
-		proxywasm.LogCriticalf("reading configuration: %v", err)
-		return types.OnPluginStartStatusFailed
+func configure(p *sdk.Plugin) (sdk.NewFilter, error) {
+	r, err := parse(string(p.Config()))
+	if err != nil {
+		return nil, err
 	}
-	for _, line := range strings.Split(string(cfg), "\n") {
-		if strings.TrimSpace(line) == "" {
+	return func() sdk.Filter { return r }, nil
+}
+
+func parse(config string) (*rules, error) {
+	r := &rules{}
+	for n, line := range strings.Split(config, "\n") {
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = line[:i]
+		}
+		f := strings.Fields(line)
+		if len(f) == 0 {
 			continue
 		}
-		name, value, ok := strings.Cut(line, ":")
-		if !ok {
-			proxywasm.LogCriticalf("configuration line %q is not \"name: value\"", line)
-			return types.OnPluginStartStatusFailed
+		if len(f) == 1 && f[0] == "security_headers" {
+			r.response = append(r.response, securityHeaders...)
+			continue
 		}
-		p.requestHeaders = append(p.requestHeaders, [2]string{strings.TrimSpace(name), strings.TrimSpace(value)})
+		var list *[]rule
+		switch f[0] {
+		case "request":
+			list = &r.request
+		case "response":
+			list = &r.response
+		default:
+			return nil, lineError(n, "starts with "+f[0]+", not request, response or security_headers")
+		}
+		if len(f) < 3 {
+			return nil, lineError(n, "needs an operation and a header name")
+		}
+		op, name, value := f[1], strings.ToLower(f[2]), strings.Join(f[3:], " ")
+		switch {
+		case op == "remove" && value == "":
+		case (op == "set" || op == "add") && value != "":
+		case op == "rename" && len(f) == 4:
+			value = strings.ToLower(value)
+		default:
+			return nil, lineError(n, "bad rule: want set|add <name> <value>, remove <name> or rename <old> <new>")
+		}
+		*list = append(*list, rule{op, name, value})
 	}
-	return types.OnPluginStartStatusOK
+	return r, nil
 }
 
-func (p *plugin) NewHttpContext(uint32) types.HttpContext {
-	return &filter{requestHeaders: p.requestHeaders}
+func lineError(n int, msg string) error {
+	return errors.New("line " + itoa(n+1) + ": " + msg)
 }
 
-type filter struct {
-	types.DefaultHttpContext
-	requestHeaders [][2]string
+func itoa(n int) string {
+	if n < 10 {
+		return string(rune('0' + n))
+	}
+	return itoa(n/10) + string(rune('0'+n%10))
 }
 
-func (f *filter) OnHttpRequestHeaders(int, bool) types.Action {
-	for _, h := range f.requestHeaders {
-		if err := proxywasm.ReplaceHttpRequestHeader(h[0], h[1]); err != nil {
-			proxywasm.LogErrorf("setting request header %s: %v", h[0], err)
+func (r *rules) OnRequestHeaders(s *sdk.Stream, _ bool) sdk.Action {
+	apply(s, s.RequestHeaders(), r.request)
+	return sdk.Continue
+}
+
+func (r *rules) OnResponseHeaders(s *sdk.Stream, _ bool) sdk.Action {
+	apply(s, s.ResponseHeaders(), r.response)
+	return sdk.Continue
+}
+
+func apply(s *sdk.Stream, h sdk.Headers, rules []rule) {
+	for _, r := range rules {
+		var err error
+		switch r.op {
+		case "set":
+			err = h.Set(r.name, r.value)
+		case "add":
+			err = h.Add(r.name, r.value)
+		case "remove":
+			err = h.Del(r.name)
+		case "rename":
+			if v, ok := h.Lookup(r.name); ok {
+				if err = h.Del(r.name); err == nil {
+					err = h.Set(r.value, v)
+				}
+			}
+		}
+		if err != nil {
+			s.Log(sdk.LevelError, r.op+" "+r.name+": "+err.Error())
 		}
 	}
-	return types.ActionContinue
-}
-
-func (f *filter) OnHttpResponseHeaders(int, bool) types.Action {
-	for _, h := range securityHeaders {
-		if err := proxywasm.ReplaceHttpResponseHeader(h[0], h[1]); err != nil {
-			proxywasm.LogErrorf("setting response header %s: %v", h[0], err)
-		}
-	}
-	for _, name := range leakyHeaders {
-		_ = proxywasm.RemoveHttpResponseHeader(name)
-	}
-	return types.ActionContinue
 }

@@ -1,53 +1,90 @@
 package main
 
 import (
+	"net/http"
+	"strings"
 	"testing"
 
-	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/proxytest"
-	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
+	"github.com/sluice-edge/sluice/sdk/sdktest"
 )
 
-// The filter's logic, tested natively with the SDK's emulator: no Wasm.
+var suite = sdktest.Suite{
+	Config: `# tag requests, tidy responses
+request set x-served-by sluice
+request remove x-debug
+request rename x-user x-client-user
+response add cache-control no-transform
+security_headers`,
+	Cases: []sdktest.Case{{
+		Name: "request headers set, removed and renamed",
+		Request: sdktest.Request{Header: http.Header{
+			"X-Served-By": {"client"}, "X-Debug": {"1"}, "X-User": {"ann"},
+		}},
+		Check: func(t *testing.T, r *sdktest.Result) {
+			got := r.Upstream.Header
+			if v := got.Values("X-Served-By"); len(v) != 1 || v[0] != "sluice" {
+				t.Errorf("x-served-by = %q, want just sluice", v)
+			}
+			if got.Get("X-Debug") != "" || got.Get("X-User") != "" {
+				t.Errorf("x-debug or x-user reached the upstream: %v", got)
+			}
+			if got.Get("X-Client-User") != "ann" {
+				t.Errorf("x-client-user = %q", got.Get("X-Client-User"))
+			}
+		},
+	}, {
+		Name: "security headers replace the upstream's",
+		Upstream: func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Server", "upstream/1.0")
+			w.Header().Set("X-Powered-By", "php")
+			w.Header().Set("X-Frame-Options", "ALLOW")
+			w.Header().Set("Cache-Control", "max-age=60")
+			_, _ = w.Write([]byte("hello"))
+		},
+		Check: func(t *testing.T, r *sdktest.Result) {
+			h := r.Response.Header
+			for name, want := range map[string]string{
+				"X-Frame-Options":           "DENY",
+				"X-Content-Type-Options":    "nosniff",
+				"Strict-Transport-Security": "max-age=63072000; includeSubDomains",
+				"Referrer-Policy":           "strict-origin-when-cross-origin",
+				"Server":                    "",
+				"X-Powered-By":              "",
+			} {
+				if got := h.Get(name); got != want {
+					t.Errorf("%s = %q, want %q", name, got, want)
+				}
+			}
+			if got := h.Values("Cache-Control"); strings.Join(got, ",") != "max-age=60,no-transform" {
+				t.Errorf("cache-control = %q", got)
+			}
+			if r.Response.Status != 200 || string(r.Response.Body) != "hello" {
+				t.Errorf("response %d %q", r.Response.Status, r.Response.Body)
+			}
+		},
+	}},
+}
+
+// The filter's logic, natively: no Wasm.
 func TestHeaderRewrite(t *testing.T) {
-	host, reset := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().
-		WithVMContext(&vm{}).
-		WithPluginConfiguration([]byte("x-served-by: sluice\n")))
-	defer reset()
-	if st := host.StartPlugin(); st != types.OnPluginStartStatusOK {
-		t.Fatalf("plugin start: %v", st)
-	}
-
-	id := host.InitializeHttpContext()
-	host.CallOnRequestHeaders(id, [][2]string{{":path", "/"}}, true)
-	if got := header(host.GetCurrentRequestHeaders(id), "x-served-by"); got != "sluice" {
-		t.Errorf("request x-served-by = %q", got)
-	}
-
-	host.CallOnResponseHeaders(id, [][2]string{{":status", "200"}, {"server", "upstream/1.0"}, {"x-frame-options", "ALLOW"}}, true)
-	resp := host.GetCurrentResponseHeaders(id)
-	if got := header(resp, "x-frame-options"); got != "DENY" {
-		t.Errorf("x-frame-options = %q, want DENY", got)
-	}
-	if got := header(resp, "server"); got != "" {
-		t.Errorf("server header kept: %q", got)
-	}
+	t.Parallel()
+	sdktest.Run(t, suite)
 }
 
-func TestBadConfigurationIsRejected(t *testing.T) {
-	host, reset := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().
-		WithVMContext(&vm{}).
-		WithPluginConfiguration([]byte("no colon here")))
-	defer reset()
-	if st := host.StartPlugin(); st != types.OnPluginStartStatusFailed {
-		t.Errorf("plugin start: %v, want failed", st)
-	}
+// The same cases against the built module in a real Caddy.
+func TestHeaderRewriteInCaddy(t *testing.T) {
+	t.Parallel()
+	sdktest.RunCaddy(t, sdktest.Build(t, "."), suite)
 }
 
-func header(pairs [][2]string, name string) string {
-	for _, p := range pairs {
-		if p[0] == name {
-			return p[1]
+func TestBadConfigurationIsRefused(t *testing.T) {
+	for _, config := range []string{"request set x-a", "upstream set a b", "response rename a", "request frob a b"} {
+		err := sdktest.ConfigError(config, suite)
+		if err == nil || !strings.Contains(err.Error(), "line 1") {
+			t.Errorf("%q: %v, want an error naming line 1", config, err)
 		}
 	}
-	return ""
+	if err := sdktest.ConfigError(suite.Config, suite); err != nil {
+		t.Errorf("the suite's config: %v", err)
+	}
 }

@@ -1,0 +1,3 @@
+module github.com/sluice-edge/sluice/sdk
+
+go 1.24

@@ -1,0 +1,71 @@
+package abi
+
+import "encoding/binary"
+
+// EncodePairs serializes header pairs the way Proxy-Wasm passes maps: a
+// count, the length of every name and value, then each name and value
+// followed by a NUL.
+func EncodePairs(pairs [][2]string) []byte {
+	size := 4
+	for _, p := range pairs {
+		size += 8 + len(p[0]) + len(p[1]) + 2
+	}
+	buf := make([]byte, size)
+	binary.LittleEndian.PutUint32(buf, uint32(len(pairs)))
+	lengths, data := buf[4:], buf[4+8*len(pairs):]
+	for _, p := range pairs {
+		binary.LittleEndian.PutUint32(lengths, uint32(len(p[0])))
+		binary.LittleEndian.PutUint32(lengths[4:], uint32(len(p[1])))
+		lengths = lengths[8:]
+		n := copy(data, p[0])
+		data[n] = 0
+		data = data[n+1:]
+		n = copy(data, p[1])
+		data[n] = 0
+		data = data[n+1:]
+	}
+	return buf
+}
+
+// DecodePairs parses a serialized map; ok is false if buf is malformed.
+func DecodePairs(buf []byte) (pairs [][2]string, ok bool) {
+	if len(buf) < 4 {
+		return nil, len(buf) == 0
+	}
+	count := int(binary.LittleEndian.Uint32(buf))
+	if count > (len(buf)-4)/10 { // each pair takes at least 8 bytes of lengths and 2 NULs
+		return nil, false
+	}
+	lengths, data := buf[4:4+8*count], buf[4+8*count:]
+	pairs = make([][2]string, count)
+	for i := range pairs {
+		for j := 0; j < 2; j++ {
+			n := int(binary.LittleEndian.Uint32(lengths[8*i+4*j:]))
+			if n >= len(data) || data[n] != 0 {
+				return nil, false
+			}
+			pairs[i][j] = string(data[:n])
+			data = data[n+1:]
+		}
+	}
+	return pairs, true
+}
+
+// EncodePath serializes a property path: its segments joined by NULs.
+func EncodePath(path []string) []byte {
+	size := 0
+	for _, s := range path {
+		size += len(s) + 1
+	}
+	if size == 0 {
+		return nil
+	}
+	buf := make([]byte, 0, size)
+	for i, s := range path {
+		if i > 0 {
+			buf = append(buf, 0)
+		}
+		buf = append(buf, s...)
+	}
+	return buf
+}

@@ -1,0 +1,258 @@
+package sdktest
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// propertyHeader carries a property the filter set to the upstream, where
+// RunCaddy reads it back.
+const propertyHeader = "X-Sdktest-Property-"
+
+// RunCaddy runs the suite's cases against the built module wasm in a real
+// Caddy with Sluice: a Caddy process serving the filter in front of an
+// upstream that answers with each case's Upstream, on loopback. The Caddy
+// binary is $SLUICE_CADDY, or caddy on $PATH; it must have the wasm_filter
+// module (build one with xcaddy or Sluice's `make build`).
+func RunCaddy(t *testing.T, wasm string, s Suite) {
+	t.Helper()
+	up := &caseUpstream{}
+	upstream := httptest.NewServer(up)
+	defer upstream.Close()
+
+	var declared strings.Builder
+	for name, handler := range s.Upstreams {
+		srv := httptest.NewServer(handler)
+		defer srv.Close()
+		fmt.Fprintf(&declared, "\t\t\tupstream %s %s\n", name, srv.URL)
+	}
+	var props strings.Builder
+	for _, name := range s.Properties {
+		fmt.Fprintf(&props, "\t\trequest_header %s%s {http.wasm_filter.%s}\n", propertyHeader, name, name)
+	}
+
+	dir := t.TempDir()
+	configFile := filepath.Join(dir, "filter.config")
+	if err := os.WriteFile(configFile, []byte(s.Config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	configOption := ""
+	if s.Config != "" {
+		configOption = "config_file " + configFile
+	}
+	site := FreeAddr(t)
+	caddyfile := fmt.Sprintf(`{
+	admin off
+	auto_https off
+	persist_config off
+}
+
+http://%s {
+	route {
+		wasm_filter %s {
+			name sdktest
+			vm_id sdktest
+			%s
+%s		}
+%s		reverse_proxy %s
+	}
+}
+`, site, wasm, configOption, declared.String(), props.String(), upstream.Listener.Addr())
+	log := StartCaddy(t, caddyfile, site)
+
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+	for _, c := range s.Cases {
+		t.Run(c.Name, func(t *testing.T) {
+			r, err := up.exchange(c, func() (*http.Response, error) {
+				return client.Do(clientRequest(t, site, c.Request))
+			})
+			if err != nil {
+				t.Fatalf("%v\ncaddy log:\n%s", err, log.String())
+			}
+			r.Properties = map[string]string{}
+			for _, name := range s.Properties {
+				if r.Upstream != nil {
+					r.Properties[name] = r.Upstream.Header.Get(propertyHeader + name)
+					r.Upstream.Header.Del(propertyHeader + name)
+				}
+			}
+			if c.Check == nil {
+				t.Fatal("case has no Check")
+			}
+			c.Check(t, r)
+			if t.Failed() {
+				t.Logf("caddy log:\n%s", log.String())
+			}
+		})
+	}
+}
+
+// caseUpstream answers with the running case's Upstream and records what
+// it received.
+type caseUpstream struct {
+	mu      sync.Mutex
+	handler http.HandlerFunc
+	got     *http.Request
+	body    []byte
+}
+
+func (u *caseUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	u.mu.Lock()
+	u.got, u.body = r.Clone(r.Context()), body
+	handler := u.handler
+	u.mu.Unlock()
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	handler(w, r)
+}
+
+func (u *caseUpstream) exchange(c Case, send func() (*http.Response, error)) (*Result, error) {
+	u.mu.Lock()
+	u.handler, u.got, u.body = c.Upstream, nil, nil
+	if u.handler == nil {
+		u.handler = defaultUpstream
+	}
+	u.mu.Unlock()
+
+	resp, err := send()
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("reading the response: %v", err)
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return &Result{
+		Upstream:     u.got,
+		UpstreamBody: u.body,
+		Response:     Response{Status: resp.StatusCode, Header: resp.Header, Body: body},
+	}, nil
+}
+
+func clientRequest(t *testing.T, site string, r Request) *http.Request {
+	method, path := r.Method, r.Path
+	if method == "" {
+		method = http.MethodGet
+	}
+	if path == "" {
+		path = "/"
+	}
+	req, err := http.NewRequest(method, "http://"+site+path, bytes.NewReader(r.Body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, vs := range r.Header {
+		req.Header[k] = vs
+	}
+	return req
+}
+
+// StartCaddy runs Caddy with the Caddyfile text until the test ends, and
+// returns once something listens on addr (an address the Caddyfile serves).
+// The returned Log collects Caddy's output. The binary is found as RunCaddy
+// finds it.
+func StartCaddy(t testing.TB, caddyfile, addr string) *Log {
+	t.Helper()
+	bin := caddyBinary(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log := &Log{}
+	cmd := exec.Command(bin, "run", "--config", path, "--adapter", "caddyfile")
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	if err := waitListening(addr, exited); err != nil {
+		t.Fatalf("caddy did not start: %v\n%s", err, log.String())
+	}
+	return log
+}
+
+// caddyBinary finds a Caddy with the wasm_filter module, or fails the test
+// saying how to get one.
+func caddyBinary(t testing.TB) string {
+	bin := os.Getenv("SLUICE_CADDY")
+	if bin == "" {
+		bin, _ = exec.LookPath("caddy")
+	}
+	if bin == "" {
+		t.Fatal("no Caddy: set SLUICE_CADDY to a Caddy built with Sluice (xcaddy build --with github.com/sluice-edge/sluice, or `make build` in Sluice's repository)")
+	}
+	out, err := exec.Command(bin, "list-modules").Output()
+	if err != nil || !bytes.Contains(out, []byte("http.handlers.wasm_filter")) {
+		t.Fatalf("%s has no wasm_filter module (%v): build Caddy with Sluice", bin, err)
+	}
+	return bin
+}
+
+// FreeAddr returns a loopback address (host:port) nothing listens on.
+func FreeAddr(t testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// waitListening waits until something accepts connections at addr, or
+// Caddy exits.
+func waitListening(addr string, exited <-chan error) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-exited:
+			return fmt.Errorf("caddy exited: %v", err)
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("nothing listens on %s", addr)
+}
+
+// Log is Caddy's output, which Caddy writes while a test reads it.
+type Log struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *Log) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// String returns the output so far.
+func (l *Log) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}

@@ -1,0 +1,286 @@
+package sdktest
+
+import (
+	"strings"
+	"sync"
+
+	"github.com/sluice-edge/sluice/sdk/internal/abi"
+)
+
+// store is what a suite's cases share, as a Sluice tenant's requests do:
+// shared data and metrics.
+type store struct {
+	mu      sync.Mutex
+	data    map[string]sharedValue
+	metrics []metricValue
+}
+
+type sharedValue struct {
+	value []byte
+	cas   uint32
+}
+
+type metricValue struct {
+	kind  abi.MetricType
+	name  string
+	value uint64
+}
+
+// host is one request's view of the emulated proxy: abi.Host over in-memory
+// header maps and buffers, with Sluice's rules where hosts differ.
+type host struct {
+	store *store
+	logs  []string
+	props map[string][]byte
+
+	maps    map[abi.MapType][][2]string
+	buffers map[abi.BufferType][]byte
+
+	local   *Response // a local response the filter sent
+	resumed map[abi.StreamType]bool
+	calls   []call // outbound calls not answered yet
+	nextTok uint32
+	allowed map[string]bool // the suite's upstreams
+}
+
+type call struct {
+	token    uint32
+	upstream string
+	headers  [][2]string
+	body     []byte
+}
+
+func newHost(s *store, allowed map[string]bool) *host {
+	return &host{
+		store: s, props: map[string][]byte{}, allowed: allowed,
+		maps:    map[abi.MapType][][2]string{},
+		buffers: map[abi.BufferType][]byte{},
+		resumed: map[abi.StreamType]bool{},
+	}
+}
+
+var levelNames = []string{"trace", "debug", "info", "warn", "error", "critical"}
+
+func (h *host) Log(level uint32, msg string) abi.Status {
+	name := "unknown level"
+	if int(level) < len(levelNames) {
+		name = levelNames[level]
+	}
+	h.logs = append(h.logs, name+": "+msg)
+	return abi.OK
+}
+
+func (h *host) GetProperty(path []string) ([]byte, abi.Status) {
+	if v, ok := h.props[strings.Join(path, ".")]; ok {
+		return v, abi.OK
+	}
+	return nil, abi.NotFound
+}
+
+// hostProperties are the properties the host provides; a filter cannot set
+// them (Sluice refuses with BAD_ARGUMENT).
+var hostProperties = map[string]bool{"request": true, "source": true, "destination": true,
+	"connection": true, "upstream": true, "response": true, "node": true,
+	"plugin_name": true, "plugin_root_id": true, "plugin_vm_id": true}
+
+func (h *host) SetProperty(path []string, value []byte) abi.Status {
+	if len(path) == 0 || hostProperties[path[0]] {
+		return abi.BadArgument
+	}
+	h.props[strings.Join(path, ".")] = append([]byte(nil), value...)
+	return abi.OK
+}
+
+func (h *host) GetHeaderMapPairs(m abi.MapType) ([][2]string, abi.Status) {
+	pairs, ok := h.maps[m]
+	if !ok {
+		return nil, abi.NotFound
+	}
+	return append([][2]string(nil), pairs...), abi.OK
+}
+
+func (h *host) SetHeaderMapPairs(m abi.MapType, pairs [][2]string) abi.Status {
+	if _, ok := h.maps[m]; !ok {
+		return abi.NotFound
+	}
+	h.maps[m] = lowerNames(pairs)
+	return abi.OK
+}
+
+// GetHeaderMapValue joins repeated values with ",", as Sluice does.
+func (h *host) GetHeaderMapValue(m abi.MapType, name string) (string, abi.Status) {
+	var values []string
+	for _, p := range h.maps[m] {
+		if strings.EqualFold(p[0], name) {
+			values = append(values, p[1])
+		}
+	}
+	if values == nil {
+		return "", abi.NotFound
+	}
+	return strings.Join(values, ","), abi.OK
+}
+
+func (h *host) ReplaceHeaderMapValue(m abi.MapType, name, value string) abi.Status {
+	pairs, ok := h.maps[m]
+	if !ok {
+		return abi.NotFound
+	}
+	h.maps[m] = append(without(pairs, name), [2]string{strings.ToLower(name), value})
+	return abi.OK
+}
+
+func (h *host) AddHeaderMapValue(m abi.MapType, name, value string) abi.Status {
+	if _, ok := h.maps[m]; !ok {
+		return abi.NotFound
+	}
+	h.maps[m] = append(h.maps[m], [2]string{strings.ToLower(name), value})
+	return abi.OK
+}
+
+func (h *host) RemoveHeaderMapValue(m abi.MapType, name string) abi.Status {
+	pairs, ok := h.maps[m]
+	if !ok {
+		return abi.NotFound
+	}
+	h.maps[m] = without(pairs, name)
+	return abi.OK
+}
+
+func without(pairs [][2]string, name string) [][2]string {
+	out := pairs[:0:0]
+	for _, p := range pairs {
+		if !strings.EqualFold(p[0], name) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func lowerNames(pairs [][2]string) [][2]string {
+	out := make([][2]string, len(pairs))
+	for i, p := range pairs {
+		out[i] = [2]string{strings.ToLower(p[0]), p[1]}
+	}
+	return out
+}
+
+func (h *host) GetBufferBytes(b abi.BufferType, start, size int) ([]byte, abi.Status) {
+	buf, ok := h.buffers[b]
+	if !ok {
+		return nil, abi.NotFound
+	}
+	if start < 0 || start > len(buf) {
+		return nil, abi.BadArgument
+	}
+	end := min(len(buf), start+size)
+	return append([]byte(nil), buf[start:end]...), abi.OK
+}
+
+// SetBufferBytes replaces buf[start:start+size] with data, Envoy's rule.
+func (h *host) SetBufferBytes(b abi.BufferType, start, size int, data []byte) abi.Status {
+	buf, ok := h.buffers[b]
+	if !ok || b == abi.PluginConfiguration || b == abi.HTTPCallResponseBody {
+		return abi.BadArgument
+	}
+	if start < 0 || start > len(buf) {
+		return abi.BadArgument
+	}
+	end := min(len(buf), start+size)
+	out := append(append(append([]byte(nil), buf[:start]...), data...), buf[end:]...)
+	h.buffers[b] = out
+	return abi.OK
+}
+
+func (h *host) SendLocalResponse(status uint32, _ string, body []byte, headers [][2]string) abi.Status {
+	if status < 100 || status > 599 {
+		return abi.BadArgument
+	}
+	h.local = &Response{Status: int(status), Header: toHeader(lowerNames(headers)), Body: append([]byte(nil), body...)}
+	return abi.OK
+}
+
+func (h *host) ContinueStream(s abi.StreamType) abi.Status {
+	h.resumed[s] = true
+	return abi.OK
+}
+
+func (h *host) SetEffectiveContext(uint32) abi.Status { return abi.OK }
+
+func (h *host) GetSharedData(key string) ([]byte, uint32, abi.Status) {
+	h.store.mu.Lock()
+	defer h.store.mu.Unlock()
+	v, ok := h.store.data[key]
+	if !ok {
+		return nil, 0, abi.NotFound
+	}
+	return append([]byte(nil), v.value...), v.cas, abi.OK
+}
+
+// SetSharedData follows Envoy's compare-and-swap: cas 0 always writes, any
+// other value only if it is the key's current version.
+func (h *host) SetSharedData(key string, value []byte, cas uint32) abi.Status {
+	h.store.mu.Lock()
+	defer h.store.mu.Unlock()
+	cur, ok := h.store.data[key]
+	if cas != 0 && (!ok || cur.cas != cas) {
+		return abi.CASMismatch
+	}
+	h.store.data[key] = sharedValue{value: append([]byte(nil), value...), cas: cur.cas + 1}
+	return abi.OK
+}
+
+// DispatchHTTPCall refuses an upstream the suite did not declare, as Sluice
+// refuses one the operator did not.
+func (h *host) DispatchHTTPCall(upstream string, headers [][2]string, body []byte, _ [][2]string, _ uint32) (uint32, abi.Status) {
+	if !h.allowed[upstream] {
+		return 0, abi.BadArgument
+	}
+	h.nextTok++
+	h.calls = append(h.calls, call{token: h.nextTok, upstream: upstream, headers: headers, body: body})
+	return h.nextTok, abi.OK
+}
+
+func (h *host) DefineMetric(t abi.MetricType, name string) (uint32, abi.Status) {
+	h.store.mu.Lock()
+	defer h.store.mu.Unlock()
+	for i, m := range h.store.metrics {
+		if m.name == name {
+			if m.kind != t {
+				return 0, abi.BadArgument
+			}
+			return uint32(i), abi.OK
+		}
+	}
+	h.store.metrics = append(h.store.metrics, metricValue{kind: t, name: name})
+	return uint32(len(h.store.metrics) - 1), abi.OK
+}
+
+func (h *host) IncrementMetric(id uint32, delta int64) abi.Status {
+	h.store.mu.Lock()
+	defer h.store.mu.Unlock()
+	if int(id) >= len(h.store.metrics) || h.store.metrics[id].kind == abi.Histogram {
+		return abi.NotFound
+	}
+	h.store.metrics[id].value += uint64(delta)
+	return abi.OK
+}
+
+func (h *host) RecordMetric(id uint32, value uint64) abi.Status {
+	h.store.mu.Lock()
+	defer h.store.mu.Unlock()
+	if int(id) >= len(h.store.metrics) {
+		return abi.NotFound
+	}
+	h.store.metrics[id].value = value
+	return abi.OK
+}
+
+func (h *host) GetMetric(id uint32) (uint64, abi.Status) {
+	h.store.mu.Lock()
+	defer h.store.mu.Unlock()
+	if int(id) >= len(h.store.metrics) {
+		return 0, abi.NotFound
+	}
+	return h.store.metrics[id].value, abi.OK
+}

@@ -1,0 +1,316 @@
+package sdktest
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/sluice-edge/sluice/sdk/internal/abi"
+)
+
+const (
+	rootID   = 1
+	streamID = 2
+	// clientAddr is the source.address of native requests.
+	clientAddr = "192.0.2.10:40000"
+)
+
+// Run runs the suite's cases natively, one subtest each, in order.
+func Run(t *testing.T, s Suite) {
+	t.Helper()
+	st := &store{data: map[string]sharedValue{}}
+	for _, c := range s.Cases {
+		t.Run(c.Name, func(t *testing.T) {
+			r, err := runNative(s, c, st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Check == nil {
+				t.Fatal("case has no Check")
+			}
+			c.Check(t, r)
+		})
+	}
+}
+
+// ConfigError configures the filter with config natively and returns the
+// error the filter refused it with (what it logged), or nil if it took it.
+// configure nil means the registered one.
+func ConfigError(config string, s Suite) error {
+	s.Config = config
+	e := newEmulation(s, &store{data: map[string]sharedValue{}})
+	if !e.vm.Configure(rootID, len(config)) {
+		return errors.New("configuration refused: " + strings.Join(e.host.logs, "; "))
+	}
+	return nil
+}
+
+// emulation is one request through a fresh dispatcher over an emulated host.
+type emulation struct {
+	suite Suite
+	host  *host
+	vm    abi.VM
+}
+
+func newEmulation(s Suite, st *store) *emulation {
+	allowed := map[string]bool{}
+	for name := range s.Upstreams {
+		allowed[name] = true
+	}
+	h := newHost(st, allowed)
+	h.buffers[abi.PluginConfiguration] = []byte(s.Config)
+	for k, v := range map[string]string{"plugin_name": "sdktest", "plugin_vm_id": "sdktest", "plugin_root_id": "",
+		"source.address": clientAddr, "node.id": "sdktest"} {
+		h.props[k] = []byte(v)
+	}
+	var configure any
+	if s.Configure != nil {
+		configure = s.Configure
+	}
+	vm := abi.NewVM(h, configure)
+	vm.ContextCreate(rootID, 0)
+	vm.VMStart(rootID, 0)
+	return &emulation{suite: s, host: h, vm: vm}
+}
+
+func runNative(s Suite, c Case, st *store) (*Result, error) {
+	e := newEmulation(s, st)
+	if !e.vm.Configure(rootID, len(s.Config)) {
+		return nil, errors.New("the filter refused its configuration: " + strings.Join(e.host.logs, "; "))
+	}
+	e.vm.ContextCreate(streamID, rootID)
+	r, err := e.exchange(c)
+	e.vm.Done(streamID)
+	e.vm.Log(streamID)
+	e.vm.Delete(streamID)
+	if r != nil {
+		r.Logs = e.host.logs
+		r.Properties = map[string]string{}
+		for _, name := range s.Properties {
+			r.Properties[name] = string(e.host.props[name])
+		}
+	}
+	return r, err
+}
+
+// exchange takes the request through the filter's phases, the upstream and
+// back, in Sluice's order.
+func (e *emulation) exchange(c Case) (*Result, error) {
+	req := c.Request
+	method, path := req.Method, req.Path
+	if method == "" {
+		method = http.MethodGet
+	}
+	if path == "" {
+		path = "/"
+	}
+	h := e.host
+	h.props["request.method"] = []byte(method)
+	h.props["request.path"] = []byte(path)
+	h.props["request.host"] = []byte("sdktest.local")
+	h.maps[abi.RequestHeaders] = append([][2]string{
+		{":method", method}, {":path", path}, {":authority", "sdktest.local"}, {":scheme", "http"},
+	}, pairsOf(req.Header)...)
+
+	if done, err := e.phase(abi.Request, func() abi.Action {
+		return e.vm.RequestHeaders(streamID, len(h.maps[abi.RequestHeaders]), len(req.Body) == 0)
+	}, len(req.Body) == 0); done || err != nil {
+		return e.local(), err
+	}
+	body, done, err := e.body(abi.Request, abi.RequestBody, req.Body, req.ChunkSize, e.vm.RequestBody)
+	if done || err != nil {
+		return e.local(), err
+	}
+
+	upstreamReq, err := e.upstreamRequest(body)
+	if err != nil {
+		return nil, err
+	}
+	handler := c.Upstream
+	if handler == nil {
+		handler = defaultUpstream
+	}
+	rec := httptest.NewRecorder()
+	handler(rec, upstreamReq)
+	result := &Result{Upstream: upstreamReq, UpstreamBody: body}
+
+	respBody := rec.Body.Bytes()
+	h.maps[abi.ResponseHeaders] = append([][2]string{{":status", strconv.Itoa(rec.Code)}}, pairsOf(rec.Header())...)
+	h.props["response.code"] = []byte(strconv.Itoa(rec.Code))
+	if done, err := e.phase(abi.Response, func() abi.Action {
+		return e.vm.ResponseHeaders(streamID, len(h.maps[abi.ResponseHeaders]), len(respBody) == 0)
+	}, len(respBody) == 0); done || err != nil {
+		if r := e.local(); r != nil {
+			r.Upstream, r.UpstreamBody = upstreamReq, body
+			return r, err
+		}
+		return nil, err
+	}
+	respBody, done, err = e.body(abi.Response, abi.ResponseBody, respBody, 0, e.vm.ResponseBody)
+	if done || err != nil {
+		if r := e.local(); r != nil {
+			r.Upstream, r.UpstreamBody = upstreamReq, body
+			return r, err
+		}
+		return nil, err
+	}
+	result.Response = Response{Header: http.Header{}, Body: respBody}
+	for _, p := range h.maps[abi.ResponseHeaders] {
+		if p[0] == ":status" {
+			result.Response.Status, _ = strconv.Atoi(p[1])
+		} else {
+			result.Response.Header.Add(p[0], p[1])
+		}
+	}
+	return result, nil
+}
+
+// local is the result of a local response, or nil.
+func (e *emulation) local() *Result {
+	if e.host.local == nil {
+		return nil
+	}
+	return &Result{Response: *e.host.local}
+}
+
+// phase runs one callback and the outbound calls it made. done is true when
+// the filter sent a local response. A Pause that waits for nothing more (the
+// end of the stream) must be resumed by a call's callback; otherwise the
+// request would hang until Sluice's timeout, which is an error here.
+func (e *emulation) phase(dir abi.StreamType, callback func() abi.Action, last bool) (done bool, err error) {
+	e.host.resumed[dir] = false
+	action := callback()
+	e.answerCalls()
+	if e.host.local != nil {
+		return true, nil
+	}
+	if action == abi.Pause && last && !e.host.resumed[dir] {
+		return false, errors.New("the filter paused the " + direction(dir) + " and nothing resumed it: " +
+			"in Sluice it would wait until its timeout")
+	}
+	return false, nil
+}
+
+func direction(dir abi.StreamType) string {
+	if dir == abi.Request {
+		return "request"
+	}
+	return "response"
+}
+
+// body feeds data to a body callback in chunks, buffering what the filter
+// holds with Pause, and returns the body as it leaves the filter.
+func (e *emulation) body(dir abi.StreamType, kind abi.BufferType, data []byte, chunk int,
+	callback func(id uint32, size int, end bool) abi.Action) (out []byte, done bool, err error) {
+	if len(data) == 0 {
+		return nil, false, nil
+	}
+	if chunk <= 0 {
+		chunk = len(data)
+	}
+	var held []byte
+	for off := 0; off < len(data); off += chunk {
+		next := data[off:min(off+chunk, len(data))]
+		end := off+chunk >= len(data)
+		e.host.buffers[kind] = append(held, next...)
+		var action abi.Action
+		done, err := e.phase(dir, func() abi.Action {
+			action = callback(streamID, len(e.host.buffers[kind]), end)
+			return action
+		}, end)
+		if done || err != nil {
+			return nil, done, err
+		}
+		if action == abi.Pause && !e.host.resumed[dir] {
+			held = e.host.buffers[kind]
+			continue
+		}
+		out = append(out, e.host.buffers[kind]...)
+		held = nil
+	}
+	return out, false, nil
+}
+
+// answerCalls answers the outbound calls made so far from the suite's
+// upstream handlers, as Sluice does before the next callback.
+func (e *emulation) answerCalls() {
+	for len(e.host.calls) > 0 {
+		c := e.host.calls[0]
+		e.host.calls = e.host.calls[1:]
+		req, err := requestOf(c.headers, c.body)
+		var headers [][2]string
+		var body []byte
+		if err == nil {
+			rec := httptest.NewRecorder()
+			e.suite.Upstreams[c.upstream].ServeHTTP(rec, req)
+			headers = append([][2]string{{":status", strconv.Itoa(rec.Code)}}, pairsOf(rec.Header())...)
+			body = rec.Body.Bytes()
+		} // a call Sluice could not send is an answer with no headers
+		e.host.maps[abi.HTTPCallResponseHeaders] = headers
+		e.host.buffers[abi.HTTPCallResponseBody] = body
+		e.vm.HTTPCallResponse(rootID, c.token, len(headers), len(body), 0)
+		delete(e.host.maps, abi.HTTPCallResponseHeaders)
+		delete(e.host.buffers, abi.HTTPCallResponseBody)
+	}
+}
+
+// upstreamRequest is the request as it leaves the filter.
+func (e *emulation) upstreamRequest(body []byte) (*http.Request, error) {
+	return requestOf(e.host.maps[abi.RequestHeaders], body)
+}
+
+// requestOf builds an *http.Request from pseudo-headers and headers.
+func requestOf(pairs [][2]string, body []byte) (*http.Request, error) {
+	method, path, authority := http.MethodGet, "/", "sdktest.local"
+	header := http.Header{}
+	for _, p := range pairs {
+		switch p[0] {
+		case ":method":
+			method = p[1]
+		case ":path":
+			path = p[1]
+		case ":authority":
+			authority = p[1]
+		case ":scheme":
+		default:
+			header.Add(p[0], p[1])
+		}
+	}
+	req, err := http.NewRequest(method, "http://"+authority+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, errors.New("the filter left a request no upstream can receive: " + err.Error())
+	}
+	req.Header = header
+	req.RequestURI = path
+	req.RemoteAddr = clientAddr
+	return req, nil
+}
+
+// pairsOf lists h as lower-case pairs, in a stable order.
+func pairsOf(h http.Header) [][2]string {
+	names := make([]string, 0, len(h))
+	for name := range h {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var pairs [][2]string
+	for _, name := range names {
+		for _, v := range h[name] {
+			pairs = append(pairs, [2]string{strings.ToLower(name), v})
+		}
+	}
+	return pairs
+}
+
+func toHeader(pairs [][2]string) http.Header {
+	h := http.Header{}
+	for _, p := range pairs {
+		h.Add(p[0], p[1])
+	}
+	return h
+}

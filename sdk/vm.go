@@ -1,0 +1,229 @@
+package sdk
+
+import (
+	"github.com/sluice-edge/sluice/sdk/internal/abi"
+)
+
+func init() {
+	abi.NewVM = func(host abi.Host, c any) abi.VM {
+		v := newVM(host)
+		if c, ok := c.(Configure); ok {
+			v.configure = c
+		}
+		return v
+	}
+}
+
+// vm dispatches a host's callbacks to the filter: one per module instance.
+// Sluice gives it one root context and, per instance, one stream; other
+// hosts interleave many streams in one instance, which it handles the same
+// way.
+type vm struct {
+	host      abi.Host
+	configure Configure // nil: the program's registered one
+	roots     map[uint32]*root
+	streams   map[uint32]*Stream
+	calls     map[uint32]pendingCall // by token
+}
+
+// root is a root context: a configured plugin.
+type root struct {
+	plugin    *Plugin
+	newFilter NewFilter // nil until configured
+}
+
+type pendingCall struct {
+	stream uint32
+	done   func(CallResponse)
+}
+
+func newVM(host abi.Host) *vm {
+	return &vm{
+		host:    host,
+		roots:   make(map[uint32]*root, 1),
+		streams: make(map[uint32]*Stream, 1),
+		calls:   make(map[uint32]pendingCall),
+	}
+}
+
+func (v *vm) ContextCreate(id, parent uint32) {
+	if parent == 0 {
+		v.roots[id] = &root{plugin: &Plugin{host: v.host}}
+		return
+	}
+	r := v.roots[parent]
+	if r == nil {
+		return
+	}
+	s := &Stream{Plugin: r.plugin, vm: v, id: id}
+	if r.newFilter != nil {
+		s.filter = r.newFilter()
+	}
+	v.streams[id] = s
+}
+
+func (v *vm) VMStart(uint32, int) bool { return true }
+
+func (v *vm) Configure(id uint32, size int) bool {
+	r := v.roots[id]
+	if r == nil {
+		return false
+	}
+	configure := v.configure
+	if configure == nil {
+		configure = registered
+	}
+	if configure == nil {
+		v.host.Log(uint32(LevelCritical), "sluice sdk: the program never called sdk.Register")
+		return false
+	}
+	if size > 0 {
+		config, st := v.host.GetBufferBytes(abi.PluginConfiguration, 0, size)
+		if st != abi.OK {
+			v.host.Log(uint32(LevelCritical), "sluice sdk: reading the configuration: "+Error(st).Error())
+			return false
+		}
+		r.plugin.config = config
+	}
+	newFilter, err := configure(r.plugin)
+	if err == nil && newFilter == nil {
+		err = errNoFilter
+	}
+	if err != nil {
+		v.host.Log(uint32(LevelCritical), "configuration refused: "+err.Error())
+		return false
+	}
+	r.newFilter = newFilter
+	return true
+}
+
+var errNoFilter = simpleError("the configure function returned no NewFilter")
+
+type simpleError string
+
+func (e simpleError) Error() string { return string(e) }
+
+func (v *vm) RequestHeaders(id uint32, _ int, end bool) Action {
+	if s := v.streams[id]; s != nil {
+		if f, ok := s.filter.(RequestHeadersFilter); ok {
+			return s.held(abi.Request, f.OnRequestHeaders(s, end))
+		}
+	}
+	return Continue
+}
+
+func (v *vm) RequestBody(id uint32, size int, end bool) Action {
+	if s := v.streams[id]; s != nil {
+		if f, ok := s.filter.(RequestBodyFilter); ok {
+			return s.held(abi.Request, f.OnRequestBody(s, Body{v.host, abi.RequestBody, size}, end))
+		}
+	}
+	return Continue
+}
+
+func (v *vm) RequestTrailers(id uint32, _ int) Action {
+	if s := v.streams[id]; s != nil {
+		if f, ok := s.filter.(RequestTrailersFilter); ok {
+			return s.held(abi.Request, f.OnRequestTrailers(s))
+		}
+	}
+	return Continue
+}
+
+func (v *vm) ResponseHeaders(id uint32, _ int, end bool) Action {
+	if s := v.streams[id]; s != nil {
+		if f, ok := s.filter.(ResponseHeadersFilter); ok {
+			return s.held(abi.Response, f.OnResponseHeaders(s, end))
+		}
+	}
+	return Continue
+}
+
+func (v *vm) ResponseBody(id uint32, size int, end bool) Action {
+	if s := v.streams[id]; s != nil {
+		if f, ok := s.filter.(ResponseBodyFilter); ok {
+			return s.held(abi.Response, f.OnResponseBody(s, Body{v.host, abi.ResponseBody, size}, end))
+		}
+	}
+	return Continue
+}
+
+func (v *vm) ResponseTrailers(id uint32, _ int) Action {
+	if s := v.streams[id]; s != nil {
+		if f, ok := s.filter.(ResponseTrailersFilter); ok {
+			return s.held(abi.Response, f.OnResponseTrailers(s))
+		}
+	}
+	return Continue
+}
+
+// held notes the direction a Pause holds, for Resume.
+func (s *Stream) held(dir abi.StreamType, a Action) Action {
+	if a == Pause {
+		s.paused = dir
+	}
+	return a
+}
+
+func (v *vm) Done(uint32) bool { return true }
+
+// Log runs OnDone: the last callback in which the request and response are
+// still readable.
+func (v *vm) Log(id uint32) {
+	if s := v.streams[id]; s != nil {
+		if f, ok := s.filter.(DoneFilter); ok {
+			f.OnDone(s)
+		}
+	}
+}
+
+func (v *vm) Delete(id uint32) {
+	delete(v.roots, id)
+	if _, ok := v.streams[id]; !ok {
+		return
+	}
+	delete(v.streams, id)
+	for token, c := range v.calls {
+		if c.stream == id {
+			delete(v.calls, token)
+		}
+	}
+}
+
+func (v *vm) HTTPCallResponse(_, token uint32, headers, bodySize, _ int) {
+	c, ok := v.calls[token]
+	if !ok {
+		return
+	}
+	delete(v.calls, token)
+	s := v.streams[c.stream]
+	if s == nil {
+		return
+	}
+	v.host.SetEffectiveContext(s.id)
+	var resp CallResponse
+	if headers > 0 {
+		resp.Headers, _ = v.host.GetHeaderMapPairs(abi.HTTPCallResponseHeaders)
+		for _, h := range resp.Headers {
+			if h[0] == ":status" {
+				resp.Status = atoi(h[1])
+			}
+		}
+	}
+	if bodySize > 0 {
+		resp.Body, _ = v.host.GetBufferBytes(abi.HTTPCallResponseBody, 0, bodySize)
+	}
+	c.done(resp)
+}
+
+// atoi parses a status code; anything else is 0.
+func atoi(s string) int {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' || n > 1e6 {
+			return 0
+		}
+		n = n*10 + int(s[i]-'0')
+	}
+	return n
+}
