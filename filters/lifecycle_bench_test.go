@@ -17,7 +17,8 @@ import (
 )
 
 // The filters the benchmarks compare: the same job (add response headers)
-// written three ways.
+// written four ways: WebAssembly text, C, and stock Go with the official
+// Proxy-Wasm Go SDK (go-sdk) and with Sluice's own SDK (sluice-sdk).
 var benchFilters = []struct {
 	name   string
 	module func(testing.TB) []byte
@@ -27,6 +28,18 @@ var benchFilters = []struct {
 	{"wat", addHeaderModule, "x-wat", "hello"},
 	{"c", cAddHeaderModule, "x-c-filter", "hello"},
 	{"go-sdk", goHeadersModule, "x-count", "1"},
+	{"sluice-sdk", sluiceSDKHeadersModule, "x-count", "1"},
+}
+
+// sluiceSDKHeadersModule returns tests/guests/sdkheaders: tests/guests/headers
+// written with Sluice's SDK.
+func sluiceSDKHeadersModule(t testing.TB) []byte {
+	t.Helper()
+	b, err := os.ReadFile(guestbuild.Go(t, "sdkheaders"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func cAddHeaderModule(t testing.TB) []byte {
@@ -65,7 +78,7 @@ func BenchmarkIsolateLifecycle(b *testing.B) {
 			b.Run(mode.name+"/"+f.name, func(b *testing.B) {
 				p := mustLoad(b, f.module(b), func(c *Config) { c.Limits = Limits{} }, mode.opt)
 				value := f.value
-				if mode.name == "shared" && f.name == "go-sdk" {
+				if mode.name == "shared" && strings.HasSuffix(f.name, "-sdk") {
 					value = "" // its request counter counts on in a shared instance
 				}
 				runLifecycles(b, p, f.header, value, 0)

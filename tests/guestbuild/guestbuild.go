@@ -82,7 +82,10 @@ func Go(t testing.TB, name string) string {
 func GoDir(t testing.TB, dir string) string {
 	t.Helper()
 	module := moduleRoot(t, dir)
-	sources := goSources(t, dir)
+	sources := goSources(t, module)
+	for _, local := range localReplacements(t, module) {
+		sources = append(sources, goSources(t, local)...)
+	}
 	sources = append(sources, filepath.Join(module, "go.mod"), filepath.Join(module, "go.sum"))
 	return build(t, "go-"+filepath.Base(dir), sources, func(out string) *exec.Cmd {
 		cmd := exec.Command(tool(t, "go"), "build", "-buildmode=c-shared", "-trimpath", "-o", out, ".")
@@ -162,11 +165,28 @@ func moduleRoot(t testing.TB, dir string) string {
 	}
 }
 
-// goSources lists the Go files a guest's build depends on within its module
-// directory (its own package and any local packages beside it).
-func goSources(t testing.TB, dir string) []string {
+// localReplacements lists the directories of the modules the guests' go.mod
+// replaces with a local path (Sluice's SDK), whose sources a build depends
+// on too.
+func localReplacements(t testing.TB, module string) []string {
+	gomod, err := os.ReadFile(filepath.Join(module, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for _, line := range strings.Split(string(gomod), "\n") {
+		_, target, ok := strings.Cut(line, "=>")
+		if target = strings.TrimSpace(target); ok && (strings.HasPrefix(target, "./") || strings.HasPrefix(target, "../")) {
+			dirs = append(dirs, filepath.Join(module, target))
+		}
+	}
+	return dirs
+}
+
+// goSources lists the non-test Go files in the module rooted at root, which
+// a guest's build may depend on.
+func goSources(t testing.TB, root string) []string {
 	var files []string
-	root := moduleRoot(t, dir)
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err

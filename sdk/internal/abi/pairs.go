@@ -1,7 +1,5 @@
 package abi
 
-import "encoding/binary"
-
 // EncodePairs serializes header pairs the way Proxy-Wasm passes maps: a
 // count, the length of every name and value, then each name and value
 // followed by a NUL.
@@ -11,11 +9,11 @@ func EncodePairs(pairs [][2]string) []byte {
 		size += 8 + len(p[0]) + len(p[1]) + 2
 	}
 	buf := make([]byte, size)
-	binary.LittleEndian.PutUint32(buf, uint32(len(pairs)))
+	putUint32(buf, uint32(len(pairs)))
 	lengths, data := buf[4:], buf[4+8*len(pairs):]
 	for _, p := range pairs {
-		binary.LittleEndian.PutUint32(lengths, uint32(len(p[0])))
-		binary.LittleEndian.PutUint32(lengths[4:], uint32(len(p[1])))
+		putUint32(lengths, uint32(len(p[0])))
+		putUint32(lengths[4:], uint32(len(p[1])))
 		lengths = lengths[8:]
 		n := copy(data, p[0])
 		data[n] = 0
@@ -32,7 +30,7 @@ func DecodePairs(buf []byte) (pairs [][2]string, ok bool) {
 	if len(buf) < 4 {
 		return nil, len(buf) == 0
 	}
-	count := int(binary.LittleEndian.Uint32(buf))
+	count := int(uint32At(buf))
 	if count > (len(buf)-4)/10 { // each pair takes at least 8 bytes of lengths and 2 NULs
 		return nil, false
 	}
@@ -40,7 +38,7 @@ func DecodePairs(buf []byte) (pairs [][2]string, ok bool) {
 	pairs = make([][2]string, count)
 	for i := range pairs {
 		for j := 0; j < 2; j++ {
-			n := int(binary.LittleEndian.Uint32(lengths[8*i+4*j:]))
+			n := int(uint32At(lengths[8*i+4*j:]))
 			if n >= len(data) || data[n] != 0 {
 				return nil, false
 			}
@@ -68,4 +66,16 @@ func EncodePath(path []string) []byte {
 		buf = append(buf, s...)
 	}
 	return buf
+}
+
+// putUint32 and uint32At are encoding/binary's little-endian helpers,
+// written out because that package brings reflect into every filter.
+func putUint32(b []byte, v uint32) {
+	_ = b[3]
+	b[0], b[1], b[2], b[3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
+}
+
+func uint32At(b []byte) uint32 {
+	_ = b[3]
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
 }

@@ -1,0 +1,99 @@
+package sdktest
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-edge/sluice/sdk"
+)
+
+// waiter is a filter whose request blocks until release is closed.
+type waiter struct {
+	started chan<- struct{}
+	release <-chan struct{}
+}
+
+func (w waiter) OnRequestHeaders(s *sdk.Stream, _ bool) sdk.Action {
+	w.started <- struct{}{}
+	<-w.release
+	return sdk.Continue
+}
+
+// Two suites run at the same time, each over its own emulated host: each
+// one's request waits until the other's has started, which would deadlock
+// if sdktest ran them one at a time.
+func TestSuitesRunInParallel(t *testing.T) {
+	aStarted, bStarted := make(chan struct{}, 1), make(chan struct{}, 1)
+	suite := func(started chan<- struct{}, other <-chan struct{}) Suite {
+		release := make(chan struct{})
+		go func() {
+			select {
+			case <-other:
+			case <-time.After(10 * time.Second):
+			}
+			close(release)
+		}()
+		return Suite{
+			Configure: func(*sdk.Plugin) (sdk.NewFilter, error) {
+				return func() sdk.Filter { return waiter{started, release} }, nil
+			},
+			Cases: []Case{{Name: "waits", Check: func(t *testing.T, r *Result) {
+				if r.Upstream == nil {
+					t.Error("no upstream request")
+				}
+			}}},
+		}
+	}
+	begin := time.Now()
+	t.Run("group", func(t *testing.T) {
+		t.Run("a", func(t *testing.T) { t.Parallel(); Run(t, suite(aStarted, bStarted)) })
+		t.Run("b", func(t *testing.T) { t.Parallel(); Run(t, suite(bStarted, aStarted)) })
+	})
+	if elapsed := time.Since(begin); elapsed > 5*time.Second {
+		t.Errorf("the suites took %v: they did not run at the same time", elapsed)
+	}
+}
+
+// pauser pauses the request headers of a bodiless request and never
+// resumes.
+type pauser struct{}
+
+func (pauser) OnRequestHeaders(*sdk.Stream, bool) sdk.Action { return sdk.Pause }
+
+func TestPauseWithNothingToResumeIsAnError(t *testing.T) {
+	e := newEmulation(Suite{Configure: func(*sdk.Plugin) (sdk.NewFilter, error) {
+		return func() sdk.Filter { return pauser{} }, nil
+	}}, &store{data: map[string]sharedValue{}})
+	if !e.vm.Configure(rootID, 0) {
+		t.Fatal("configure failed")
+	}
+	e.vm.ContextCreate(streamID, rootID)
+	_, err := e.exchange(Case{})
+	if err == nil || !strings.Contains(err.Error(), "nothing resumed it") {
+		t.Errorf("got %v", err)
+	}
+}
+
+func TestSharedDataCompareAndSwap(t *testing.T) {
+	h := newHost(&store{data: map[string]sharedValue{}}, nil)
+	if _, _, st := h.GetSharedData("k"); st != 1 {
+		t.Errorf("missing key: status %d", st)
+	}
+	if st := h.SetSharedData("k", []byte("a"), 0); st != 0 {
+		t.Fatalf("unconditional write: %d", st)
+	}
+	v, cas, _ := h.GetSharedData("k")
+	if string(v) != "a" {
+		t.Errorf("read %q", v)
+	}
+	if st := h.SetSharedData("k", []byte("b"), cas); st != 0 {
+		t.Errorf("write at the current version: %d", st)
+	}
+	if st := h.SetSharedData("k", []byte("c"), cas); st != 8 {
+		t.Errorf("write at a stale version: %d, want CAS_MISMATCH", st)
+	}
+	if v, _, _ := h.GetSharedData("k"); string(v) != "b" {
+		t.Errorf("after the refused write: %q", v)
+	}
+}
