@@ -27,7 +27,9 @@ func (s *Stream) ResponseTrailers() Headers { return Headers{s.host, abi.Respons
 
 // Respond answers the request from the filter with status, headers and
 // body; the upstream is not asked (or its response is replaced). Return
-// what it returns from the phase.
+// what it returns from the phase. If the host refuses (the response has
+// started), the error is logged and the stream stays paused: a request an
+// auth filter meant to reject is never let through.
 func (s *Stream) Respond(status int, headers [][2]string, body []byte) Action {
 	if st := s.host.SendLocalResponse(uint32(status), "", body, headers); st != abi.OK {
 		s.Log(LevelError, "sending a local response: "+Error(st).Error())

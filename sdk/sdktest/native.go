@@ -113,21 +113,20 @@ func (e *emulation) exchange(c Case) (*Result, error) {
 	h.props["request.method"] = []byte(method)
 	h.props["request.path"] = []byte(path)
 	h.props["request.host"] = []byte("sdktest.local")
+	header := req.Header.Clone()
+	if len(req.Body) > 0 && header.Get("Content-Length") == "" {
+		header = setHeader(header, "Content-Length", strconv.Itoa(len(req.Body)))
+	}
 	h.maps[abi.RequestHeaders] = append([][2]string{
 		{":method", method}, {":path", path}, {":authority", "sdktest.local"}, {":scheme", "http"},
-	}, pairsOf(req.Header)...)
+	}, pairsOf(header)...)
 
-	if done, err := e.phase(abi.Request, func() abi.Action {
-		return e.vm.RequestHeaders(streamID, len(h.maps[abi.RequestHeaders]), len(req.Body) == 0)
-	}, len(req.Body) == 0); done || err != nil {
+	body, err := e.message(abi.Request, abi.RequestHeaders, abi.RequestBody, split(req.Body, req.ChunkSize),
+		e.vm.RequestHeaders, e.vm.RequestBody)
+	if err != nil || e.host.local != nil {
 		return e.local(), err
 	}
-	body, done, err := e.body(abi.Request, abi.RequestBody, req.Body, req.ChunkSize, e.vm.RequestBody)
-	if done || err != nil {
-		return e.local(), err
-	}
-
-	upstreamReq, err := e.upstreamRequest(body)
+	upstreamReq, err := requestOf(h.maps[abi.RequestHeaders], body)
 	if err != nil {
 		return nil, err
 	}
@@ -135,39 +134,65 @@ func (e *emulation) exchange(c Case) (*Result, error) {
 	if handler == nil {
 		handler = defaultUpstream
 	}
-	rec := httptest.NewRecorder()
+	rec := &chunkRecorder{ResponseRecorder: httptest.NewRecorder()}
 	handler(rec, upstreamReq)
-	result := &Result{Upstream: upstreamReq, UpstreamBody: body}
-
-	respBody := rec.Body.Bytes()
-	h.maps[abi.ResponseHeaders] = append([][2]string{{":status", strconv.Itoa(rec.Code)}}, pairsOf(rec.Header())...)
+	respHeader := rec.Header()
+	if !rec.flushed && respHeader.Get("Content-Length") == "" && rec.Body.Len() < 2048 {
+		// What Go's server (the upstream in Caddy) does for a short
+		// response written in one go.
+		respHeader = setHeader(respHeader.Clone(), "Content-Length", strconv.Itoa(rec.Body.Len()))
+	}
+	h.maps[abi.ResponseHeaders] = append([][2]string{{":status", strconv.Itoa(rec.Code)}}, pairsOf(respHeader)...)
 	h.props["response.code"] = []byte(strconv.Itoa(rec.Code))
-	if done, err := e.phase(abi.Response, func() abi.Action {
-		return e.vm.ResponseHeaders(streamID, len(h.maps[abi.ResponseHeaders]), len(respBody) == 0)
-	}, len(respBody) == 0); done || err != nil {
-		if r := e.local(); r != nil {
-			r.Upstream, r.UpstreamBody = upstreamReq, body
-			return r, err
+
+	respBody, err := e.message(abi.Response, abi.ResponseHeaders, abi.ResponseBody, rec.chunks,
+		e.vm.ResponseHeaders, e.vm.ResponseBody)
+	result := e.local()
+	if result == nil {
+		if err != nil {
+			return nil, err
 		}
+		result = &Result{Response: Response{Header: http.Header{}, Body: respBody}}
+		for _, p := range h.maps[abi.ResponseHeaders] {
+			if p[0] == ":status" {
+				result.Response.Status, _ = strconv.Atoi(p[1])
+			} else {
+				result.Response.Header.Add(p[0], p[1])
+			}
+		}
+	}
+	result.Upstream, result.UpstreamBody = upstreamReq, body
+	return result, err
+}
+
+// message runs the headers and body callbacks of one direction and returns
+// the body as it leaves the filter. As in Sluice, headers a filter holds
+// (Pause) until the body's end go out with the body's real content-length;
+// headers that went out first must not carry a content-length the filter
+// then made wrong.
+func (e *emulation) message(dir abi.StreamType, headers abi.MapType, kind abi.BufferType, chunks [][]byte,
+	onHeaders func(uint32, int, bool) abi.Action, onBody func(uint32, int, bool) abi.Action) ([]byte, error) {
+	end := len(chunks) == 0
+	action, err := e.phase(dir, func() abi.Action {
+		return onHeaders(streamID, len(e.host.maps[headers]), end)
+	}, end)
+	if err != nil || e.host.local != nil || end {
 		return nil, err
 	}
-	respBody, done, err = e.body(abi.Response, abi.ResponseBody, respBody, 0, e.vm.ResponseBody)
-	if done || err != nil {
-		if r := e.local(); r != nil {
-			r.Upstream, r.UpstreamBody = upstreamReq, body
-			return r, err
-		}
+	held := action == abi.Pause && !e.host.resumed[dir]
+	out, err := e.body(dir, kind, chunks, onBody)
+	if err != nil || e.host.local != nil {
 		return nil, err
 	}
-	result.Response = Response{Header: http.Header{}, Body: respBody}
-	for _, p := range h.maps[abi.ResponseHeaders] {
-		if p[0] == ":status" {
-			result.Response.Status, _ = strconv.Atoi(p[1])
-		} else {
-			result.Response.Header.Add(p[0], p[1])
-		}
+	length := strconv.Itoa(len(out))
+	if held {
+		e.host.ReplaceHeaderMapValue(headers, "content-length", length)
+	} else if v, st := e.host.GetHeaderMapValue(headers, "content-length"); st == abi.OK && v != length {
+		return nil, errors.New("the filter changed the " + direction(dir) + " body to " + length +
+			" bytes but its headers, already sent, say content-length " + v +
+			": Sluice aborts such a stream; remove content-length in the headers callback")
 	}
-	return result, nil
+	return out, nil
 }
 
 // local is the result of a local response, or nil.
@@ -178,22 +203,19 @@ func (e *emulation) local() *Result {
 	return &Result{Response: *e.host.local}
 }
 
-// phase runs one callback and the outbound calls it made. done is true when
-// the filter sent a local response. A Pause that waits for nothing more (the
-// end of the stream) must be resumed by a call's callback; otherwise the
-// request would hang until Sluice's timeout, which is an error here.
-func (e *emulation) phase(dir abi.StreamType, callback func() abi.Action, last bool) (done bool, err error) {
+// phase runs one callback and the outbound calls it made. A Pause that
+// waits for nothing more (the end of the stream) must be resumed by a
+// call's callback or answered with a local response; otherwise the request
+// would hang until Sluice's timeout, which is an error here.
+func (e *emulation) phase(dir abi.StreamType, callback func() abi.Action, last bool) (abi.Action, error) {
 	e.host.resumed[dir] = false
 	action := callback()
 	e.answerCalls()
-	if e.host.local != nil {
-		return true, nil
-	}
-	if action == abi.Pause && last && !e.host.resumed[dir] {
-		return false, errors.New("the filter paused the " + direction(dir) + " and nothing resumed it: " +
+	if action == abi.Pause && last && !e.host.resumed[dir] && e.host.local == nil {
+		return action, errors.New("the filter paused the " + direction(dir) + " and nothing resumed it: " +
 			"in Sluice it would wait until its timeout")
 	}
-	return false, nil
+	return action, nil
 }
 
 func direction(dir abi.StreamType) string {
@@ -203,28 +225,19 @@ func direction(dir abi.StreamType) string {
 	return "response"
 }
 
-// body feeds data to a body callback in chunks, buffering what the filter
-// holds with Pause, and returns the body as it leaves the filter.
-func (e *emulation) body(dir abi.StreamType, kind abi.BufferType, data []byte, chunk int,
-	callback func(id uint32, size int, end bool) abi.Action) (out []byte, done bool, err error) {
-	if len(data) == 0 {
-		return nil, false, nil
-	}
-	if chunk <= 0 {
-		chunk = len(data)
-	}
-	var held []byte
-	for off := 0; off < len(data); off += chunk {
-		next := data[off:min(off+chunk, len(data))]
-		end := off+chunk >= len(data)
-		e.host.buffers[kind] = append(held, next...)
-		var action abi.Action
-		done, err := e.phase(dir, func() abi.Action {
-			action = callback(streamID, len(e.host.buffers[kind]), end)
-			return action
+// body feeds chunks to a body callback, buffering what the filter holds with
+// Pause, and returns the body as it leaves the filter.
+func (e *emulation) body(dir abi.StreamType, kind abi.BufferType, chunks [][]byte,
+	callback func(id uint32, size int, end bool) abi.Action) ([]byte, error) {
+	var out, held []byte
+	for i, chunk := range chunks {
+		end := i == len(chunks)-1
+		e.host.buffers[kind] = append(held, chunk...)
+		action, err := e.phase(dir, func() abi.Action {
+			return callback(streamID, len(e.host.buffers[kind]), end)
 		}, end)
-		if done || err != nil {
-			return nil, done, err
+		if err != nil || e.host.local != nil {
+			return nil, err
 		}
 		if action == abi.Pause && !e.host.resumed[dir] {
 			held = e.host.buffers[kind]
@@ -233,7 +246,51 @@ func (e *emulation) body(dir abi.StreamType, kind abi.BufferType, data []byte, c
 		out = append(out, e.host.buffers[kind]...)
 		held = nil
 	}
-	return out, false, nil
+	return out, nil
+}
+
+// split cuts data into chunks of size bytes (one chunk if size is 0).
+func split(data []byte, size int) [][]byte {
+	if size <= 0 {
+		size = len(data)
+	}
+	var chunks [][]byte
+	for len(data) > 0 {
+		n := min(size, len(data))
+		chunks = append(chunks, data[:n])
+		data = data[n:]
+	}
+	return chunks
+}
+
+// chunkRecorder records an upstream handler's response, each Write as one
+// body chunk, as it would reach a filter if the handler flushed after it.
+type chunkRecorder struct {
+	*httptest.ResponseRecorder
+	chunks  [][]byte
+	flushed bool
+}
+
+func (r *chunkRecorder) Write(p []byte) (int, error) {
+	if len(p) > 0 {
+		r.chunks = append(r.chunks, append([]byte(nil), p...))
+	}
+	return r.ResponseRecorder.Write(p)
+}
+
+func (r *chunkRecorder) WriteString(s string) (int, error) { return r.Write([]byte(s)) }
+
+func (r *chunkRecorder) Flush() {
+	r.flushed = true
+	r.ResponseRecorder.Flush()
+}
+
+func setHeader(h http.Header, name, value string) http.Header {
+	if h == nil {
+		h = http.Header{}
+	}
+	h.Set(name, value)
+	return h
 }
 
 // answerCalls answers the outbound calls made so far from the suite's
@@ -257,11 +314,6 @@ func (e *emulation) answerCalls() {
 		delete(e.host.maps, abi.HTTPCallResponseHeaders)
 		delete(e.host.buffers, abi.HTTPCallResponseBody)
 	}
-}
-
-// upstreamRequest is the request as it leaves the filter.
-func (e *emulation) upstreamRequest(body []byte) (*http.Request, error) {
-	return requestOf(e.host.maps[abi.RequestHeaders], body)
 }
 
 // requestOf builds an *http.Request from pseudo-headers and headers.

@@ -1,6 +1,8 @@
 package sdktest
 
 import (
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -95,5 +97,71 @@ func TestSharedDataCompareAndSwap(t *testing.T) {
 	}
 	if v, _, _ := h.GetSharedData("k"); string(v) != "b" {
 		t.Errorf("after the refused write: %q", v)
+	}
+}
+
+// bodyCounter counts response body callbacks and appends to the body,
+// holding the headers if hold is set.
+type bodyCounter struct {
+	hold  bool
+	calls *int
+}
+
+func (b bodyCounter) OnResponseHeaders(*sdk.Stream, bool) sdk.Action {
+	if b.hold {
+		return sdk.Pause
+	}
+	return sdk.Continue
+}
+
+func (b bodyCounter) OnResponseBody(s *sdk.Stream, body sdk.Body, end bool) sdk.Action {
+	*b.calls++
+	if !end {
+		return sdk.Pause
+	}
+	data, _ := body.Bytes()
+	_ = body.Replace(append(data, "!"...))
+	return sdk.Continue
+}
+
+func bodySuite(hold bool, calls *int, check func(*testing.T, *Result)) Suite {
+	return Suite{
+		Configure: func(*sdk.Plugin) (sdk.NewFilter, error) {
+			return func() sdk.Filter { return bodyCounter{hold, calls} }, nil
+		},
+		Cases: []Case{{
+			Name: "three writes",
+			Upstream: func(w http.ResponseWriter, _ *http.Request) {
+				for _, part := range []string{"a", "b", "c"} {
+					_, _ = io.WriteString(w, part)
+				}
+			},
+			Check: check,
+		}},
+	}
+}
+
+// Each write of the upstream reaches the filter as a chunk; headers held
+// until the body's end get its real content-length.
+func TestResponseChunksAndHeldContentLength(t *testing.T) {
+	calls := 0
+	Run(t, bodySuite(true, &calls, func(t *testing.T, r *Result) {
+		if string(r.Response.Body) != "abc!" || r.Response.Header.Get("Content-Length") != "4" {
+			t.Errorf("body %q, content-length %q", r.Response.Body, r.Response.Header.Get("Content-Length"))
+		}
+	}))
+	if calls != 3 {
+		t.Errorf("%d body callbacks, want one per write (3)", calls)
+	}
+}
+
+// Headers that went out before the body changed length are an error, as
+// Sluice aborts such a stream.
+func TestStaleContentLengthIsAnError(t *testing.T) {
+	calls := 0
+	s := bodySuite(false, &calls, nil)
+	_, err := runNative(s, s.Cases[0], &store{data: map[string]sharedValue{}})
+	if err == nil || !strings.Contains(err.Error(), "content-length 3") {
+		t.Errorf("got %v", err)
 	}
 }
