@@ -343,7 +343,8 @@ func requestOf(pairs [][2]string, body []byte) (*http.Request, error) {
 	return req, nil
 }
 
-// pairsOf lists h as lower-case pairs, in a stable order.
+// pairsOf lists h as lower-case pairs, in a stable order, with values as
+// they arrive over HTTP.
 func pairsOf(h http.Header) [][2]string {
 	names := make([]string, 0, len(h))
 	for name := range h {
@@ -353,7 +354,8 @@ func pairsOf(h http.Header) [][2]string {
 	var pairs [][2]string
 	for _, name := range names {
 		for _, v := range h[name] {
-			pairs = append(pairs, [2]string{strings.ToLower(name), v})
+			// HTTP drops spaces around a field value on the wire.
+			pairs = append(pairs, [2]string{strings.ToLower(name), strings.Trim(v, " \t")})
 		}
 	}
 	return pairs
