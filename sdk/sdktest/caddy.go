@@ -167,7 +167,7 @@ func clientRequest(t *testing.T, site string, r Request) *http.Request {
 // finds it.
 func StartCaddy(t testing.TB, caddyfile, addr string) *Log {
 	t.Helper()
-	bin := caddyBinary(t)
+	bin := CaddyBinary(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
@@ -192,9 +192,10 @@ func StartCaddy(t testing.TB, caddyfile, addr string) *Log {
 	return log
 }
 
-// caddyBinary finds a Caddy with the wasm_filter module, or fails the test
-// saying how to get one.
-func caddyBinary(t testing.TB) string {
+// CaddyBinary returns the path of a Caddy with the wasm_filter module
+// ($SLUICE_CADDY, or caddy on $PATH), or fails the test saying how to get
+// one.
+func CaddyBinary(t testing.TB) string {
 	bin := os.Getenv("SLUICE_CADDY")
 	if bin == "" {
 		bin, _ = exec.LookPath("caddy")

@@ -15,6 +15,17 @@ type store struct {
 	metrics []metricValue
 }
 
+// snapshot returns the metrics' values by name.
+func (s *store) snapshot() map[string]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := make(map[string]uint64, len(s.metrics))
+	for _, v := range s.metrics {
+		m[v.name] = v.value
+	}
+	return m
+}
+
 type sharedValue struct {
 	value []byte
 	cas   uint32
@@ -217,13 +228,14 @@ func (h *host) GetSharedData(key string) ([]byte, uint32, abi.Status) {
 	return append([]byte(nil), v.value...), v.cas, abi.OK
 }
 
-// SetSharedData follows Envoy's compare-and-swap: cas 0 always writes, any
-// other value only if it is the key's current version.
+// SetSharedData follows Envoy's and Sluice's compare-and-swap: cas 0
+// always writes, any other value only if it is the key's current version;
+// a key that does not exist yet is written whatever the cas.
 func (h *host) SetSharedData(key string, value []byte, cas uint32) abi.Status {
 	h.store.mu.Lock()
 	defer h.store.mu.Unlock()
 	cur, ok := h.store.data[key]
-	if cas != 0 && (!ok || cur.cas != cas) {
+	if ok && cas != 0 && cur.cas != cas {
 		return abi.CASMismatch
 	}
 	h.store.data[key] = sharedValue{value: append([]byte(nil), value...), cas: cur.cas + 1}

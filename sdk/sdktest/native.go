@@ -90,6 +90,7 @@ func runNative(s Suite, c Case, st *store) (*Result, error) {
 	e.vm.Delete(streamID)
 	if r != nil {
 		r.Logs = e.host.logs
+		r.Metrics = st.snapshot()
 		r.Properties = map[string]string{}
 		for _, name := range s.Properties {
 			r.Properties[name] = string(e.host.props[name])

@@ -91,6 +91,9 @@ type Result struct {
 	Properties map[string]string
 	// Logs are the filter's log lines ("level: message"); native runs only.
 	Logs []string
+	// Metrics are the filter's metrics by name after the request; native
+	// runs only (in Caddy they are on /metrics).
+	Metrics map[string]uint64
 }
 
 // Response is an HTTP response as the client received it.

@@ -98,6 +98,9 @@ func TestSharedDataCompareAndSwap(t *testing.T) {
 	if v, _, _ := h.GetSharedData("k"); string(v) != "b" {
 		t.Errorf("after the refused write: %q", v)
 	}
+	if st := h.SetSharedData("new", []byte("x"), 12345); st != 0 {
+		t.Errorf("a new key with a cas: %d; Sluice writes it", st)
+	}
 }
 
 // bodyCounter counts response body callbacks and appends to the body,
@@ -164,4 +167,29 @@ func TestStaleContentLengthIsAnError(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "content-length 3") {
 		t.Errorf("got %v", err)
 	}
+}
+
+// counting counts requests in a metric.
+type counting struct{ c sdk.Counter }
+
+func (f counting) OnRequestHeaders(*sdk.Stream, bool) sdk.Action {
+	_ = f.c.Add(1)
+	return sdk.Continue
+}
+
+func TestResultsCarryMetrics(t *testing.T) {
+	check := func(want uint64) func(*testing.T, *Result) {
+		return func(t *testing.T, r *Result) {
+			if got := r.Metrics["requests"]; got != want {
+				t.Errorf("requests = %d, want %d", got, want)
+			}
+		}
+	}
+	Run(t, Suite{
+		Configure: func(p *sdk.Plugin) (sdk.NewFilter, error) {
+			c, err := p.Counter("requests")
+			return func() sdk.Filter { return counting{c} }, err
+		},
+		Cases: []Case{{Name: "first", Check: check(1)}, {Name: "second", Check: check(2)}},
+	})
 }
