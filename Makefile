@@ -24,7 +24,7 @@ demo: build build/header_rewrite.wasm
 	@echo "serving on http://localhost:8080 (try: curl -i http://localhost:8080/); Ctrl-C stops"
 	./bin/caddy run --config caddyfiles/demo.Caddyfile --adapter caddyfile
 
-build/header_rewrite.wasm: $(wildcard examples/header_rewrite/*.go) examples/go.mod
+build/header_rewrite.wasm: $(wildcard examples/header_rewrite/*.go sdk/*.go sdk/internal/abi/*.go) examples/go.mod
 	mkdir -p build
 	cd examples && GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o ../$@ ./header_rewrite
 
