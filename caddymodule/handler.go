@@ -224,11 +224,19 @@ func (s *stream) finish() {
 	s.report()
 }
 
+// bodyless reports whether r has no body. r.Body alone does not say, since
+// Caddy wraps even an empty body: a request with neither a length nor
+// chunked encoding has none (RFC 9112, section 6.3), as has an HTTP/2
+// request whose headers ended the stream (Go gives it length 0).
+func bodyless(r *http.Request) bool {
+	return r.Body == nil || r.Body == http.NoBody || (r.ContentLength == 0 && len(r.TransferEncoding) == 0)
+}
+
 // serve runs the request phase, then the next handler with the response
 // phase intercepted.
 func (s *stream) serve(next caddyhttp.Handler) error {
 	r := s.r
-	endOfStream := r.Body == nil || r.Body == http.NoBody
+	endOfStream := bodyless(r)
 	if s.h.failOpen() {
 		s.origRequest = snapshotRequest(r)
 	}

@@ -1141,3 +1141,24 @@ func TestFullMemoryBudgetShedsRequests(t *testing.T) {
 		})
 	}
 }
+
+// A request's end of stream is known without its body: Caddy wraps even an
+// empty body, so the body being http.NoBody is not enough.
+func TestBodyless(t *testing.T) {
+	wrapped := io.NopCloser(strings.NewReader(""))
+	for _, tc := range []struct {
+		name string
+		r    *http.Request
+		want bool
+	}{
+		{"no body", &http.Request{Body: http.NoBody}, true},
+		{"wrapped empty body, no length", &http.Request{Body: wrapped}, true},
+		{"length", &http.Request{Body: wrapped, ContentLength: 5}, false},
+		{"unknown length", &http.Request{Body: wrapped, ContentLength: -1}, false},
+		{"chunked", &http.Request{Body: wrapped, TransferEncoding: []string{"chunked"}}, false},
+	} {
+		if got := bodyless(tc.r); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -244,7 +244,7 @@ func (m requestHeaders) setPseudo(name, value string) {
 func (m requestHeaders) syncContentLength() {
 	if v := m.r.Header.Get("Content-Length"); v != "" {
 		m.r.ContentLength, _ = strconv.ParseInt(v, 10, 64)
-	} else if m.r.Body != nil && m.r.Body != http.NoBody {
+	} else if !bodyless(m.r) {
 		m.r.ContentLength = -1
 	}
 }

@@ -58,6 +58,14 @@ var suite = sdktest.Suite{
 			}
 		},
 	}, {
+		Name:    "a request without a body ends with its headers",
+		Request: sdktest.Request{Path: "/end"},
+		Check:   wantUpstreamHeader("X-End", "true"),
+	}, {
+		Name:    "a request with a body does not end with its headers",
+		Request: sdktest.Request{Method: "POST", Path: "/end", Body: []byte("x")},
+		Check:   wantUpstreamHeader("X-End", "false"),
+	}, {
 		Name:    "the whole map is read and replaced",
 		Request: sdktest.Request{Path: "/setall", Header: http.Header{"X-Drop": {"1"}, "X-Keep": {"1"}}},
 		Check: func(t *testing.T, r *sdktest.Result) {

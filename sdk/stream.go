@@ -6,10 +6,12 @@ import "github.com/sluice-edge/sluice/sdk/internal/abi"
 // has every Plugin method too.
 type Stream struct {
 	*Plugin
-	vm     *vm
-	id     uint32
-	filter Filter
-	paused abi.StreamType // the direction a Pause last held
+	vm       *vm
+	id       uint32
+	filter   Filter
+	paused   abi.StreamType // the direction a Pause last held
+	held     [2]bool        // by direction: the filter's last answer was Pause
+	bodySize [2]int         // by direction: the size of the body the current callback has
 }
 
 // RequestHeaders are the request's headers, including the pseudo-headers
@@ -39,7 +41,11 @@ func (s *Stream) Respond(status int, headers [][2]string, body []byte) Action {
 
 // Resume lets a paused stream go on, in the direction that paused last.
 // Call it when what the filter waited for (an outbound call) has happened.
+//
+// Call it from the callback of what the stream waited for, not from a
+// callback of the other direction, which would resume that one instead.
 func (s *Stream) Resume() error {
+	s.held[s.paused] = false
 	return errorOf(s.host.ContinueStream(s.paused))
 }
 
@@ -55,16 +61,21 @@ type CallResponse struct {
 // declared (Sluice's wasm_filter `upstream <name> <url>`; an Envoy cluster).
 // headers must include :method, :path and :authority. done runs with the
 // answer; the phase that calls Call usually returns Pause, and done ends
-// with Resume or Respond. timeoutMillis 0 leaves the timeout to the host
-// (Sluice: http_call_timeout). The timeout is in milliseconds rather than
-// a time.Duration because importing package time adds 270 KB to every
-// filter.
+// with Resume or Respond. A call the phase does not Pause for is answered,
+// in Sluice, before the stream's next callback if the answer is in by then,
+// and dropped when the stream ends. done may be nil.
+//
+// timeoutMillis 0 leaves the timeout to the host (Sluice:
+// http_call_timeout; Envoy: none). It is in milliseconds rather than a
+// time.Duration because importing package time adds 270 KB to a filter.
 func (s *Stream) Call(upstream string, headers [][2]string, body []byte, timeoutMillis uint32, done func(CallResponse)) error {
 	token, st := s.host.DispatchHTTPCall(upstream, headers, body, nil, timeoutMillis)
 	if st != abi.OK {
 		return Error(st)
 	}
-	s.vm.calls[token] = pendingCall{stream: s.id, done: done}
+	if done != nil {
+		s.vm.calls[token] = pendingCall{stream: s.id, done: done}
+	}
 	return nil
 }
 
@@ -115,22 +126,29 @@ func (h Headers) SetAll(pairs [][2]string) error {
 }
 
 // Body is the part of a body a body phase has: the chunk that arrived, or
-// everything buffered so far while the filter paused.
+// everything buffered so far while the filter paused. It is valid during
+// the callback it was given to.
 type Body struct {
-	host abi.Host
-	kind abi.BufferType
-	size int
+	s   *Stream
+	dir abi.StreamType
+}
+
+func (b Body) kind() abi.BufferType {
+	if b.dir == abi.Request {
+		return abi.RequestBody
+	}
+	return abi.ResponseBody
 }
 
 // Len is the body's length in bytes.
-func (b Body) Len() int { return b.size }
+func (b Body) Len() int { return b.s.bodySize[b.dir] }
 
 // Bytes reads the body.
 func (b Body) Bytes() ([]byte, error) {
-	if b.size == 0 {
+	if b.Len() == 0 {
 		return nil, nil
 	}
-	data, st := b.host.GetBufferBytes(b.kind, 0, b.size)
+	data, st := b.s.host.GetBufferBytes(b.kind(), 0, b.Len())
 	return data, errorOf(st)
 }
 
@@ -138,5 +156,9 @@ func (b Body) Bytes() ([]byte, error) {
 // When a filter changes a body's length it should remove content-length in
 // the headers phase, since the headers go out before the body.
 func (b Body) Replace(data []byte) error {
-	return errorOf(b.host.SetBufferBytes(b.kind, 0, b.size, data))
+	if st := b.s.host.SetBufferBytes(b.kind(), 0, b.Len(), data); st != abi.OK {
+		return Error(st)
+	}
+	b.s.bodySize[b.dir] = len(data)
+	return nil
 }

@@ -24,6 +24,7 @@ type vm struct {
 	roots     map[uint32]*root
 	streams   map[uint32]*Stream
 	calls     map[uint32]pendingCall // by token
+	warned    bool                   // about a Filter without phase methods
 }
 
 // root is a root context: a configured plugin.
@@ -58,8 +59,33 @@ func (v *vm) ContextCreate(id, parent uint32) {
 	s := &Stream{Plugin: r.plugin, vm: v, id: id}
 	if r.newFilter != nil {
 		s.filter = r.newFilter()
+		if !v.warned && !isFilter(s.filter) {
+			v.warned = true
+			s.Log(LevelWarn, "sluice sdk: the Filter has no On... method with the SDK's signatures, so it sees nothing")
+		}
+	} else {
+		s.filter = unconfigured{}
 	}
 	v.streams[id] = s
+}
+
+// isFilter reports whether f has any phase method.
+func isFilter(f Filter) bool {
+	switch f.(type) {
+	case RequestHeadersFilter, RequestBodyFilter, RequestTrailersFilter,
+		ResponseHeadersFilter, ResponseBodyFilter, ResponseTrailersFilter, DoneFilter:
+		return true
+	}
+	return false
+}
+
+// unconfigured is the filter of a stream whose plugin has no working
+// configuration (a host that carried on after proxy_on_configure failed):
+// it fails closed rather than let requests through unfiltered.
+type unconfigured struct{}
+
+func (unconfigured) OnRequestHeaders(s *Stream, _ bool) Action {
+	return s.Respond(500, nil, []byte("filter not configured\n"))
 }
 
 func (v *vm) VMStart(uint32, int) bool { return true }
@@ -90,7 +116,7 @@ func (v *vm) Configure(id uint32, size int) bool {
 		err = errNoFilter
 	}
 	if err != nil {
-		v.host.Log(uint32(LevelCritical), "configuration refused: "+err.Error())
+		v.host.Log(uint32(LevelCritical), err.Error())
 		return false
 	}
 	r.newFilter = newFilter
@@ -106,7 +132,7 @@ func (e simpleError) Error() string { return string(e) }
 func (v *vm) RequestHeaders(id uint32, _ int, end bool) Action {
 	if s := v.streams[id]; s != nil {
 		if f, ok := s.filter.(RequestHeadersFilter); ok {
-			return s.held(abi.Request, f.OnRequestHeaders(s, end))
+			return s.answer(abi.Request, f.OnRequestHeaders(s, end))
 		}
 	}
 	return Continue
@@ -115,8 +141,10 @@ func (v *vm) RequestHeaders(id uint32, _ int, end bool) Action {
 func (v *vm) RequestBody(id uint32, size int, end bool) Action {
 	if s := v.streams[id]; s != nil {
 		if f, ok := s.filter.(RequestBodyFilter); ok {
-			return s.held(abi.Request, f.OnRequestBody(s, Body{v.host, abi.RequestBody, size}, end))
+			s.bodySize[abi.Request] = size
+			return s.answer(abi.Request, f.OnRequestBody(s, Body{s, abi.Request}, end))
 		}
+		return s.unhandled(abi.Request)
 	}
 	return Continue
 }
@@ -124,8 +152,9 @@ func (v *vm) RequestBody(id uint32, size int, end bool) Action {
 func (v *vm) RequestTrailers(id uint32, _ int) Action {
 	if s := v.streams[id]; s != nil {
 		if f, ok := s.filter.(RequestTrailersFilter); ok {
-			return s.held(abi.Request, f.OnRequestTrailers(s))
+			return s.answer(abi.Request, f.OnRequestTrailers(s))
 		}
+		return s.unhandled(abi.Request)
 	}
 	return Continue
 }
@@ -133,7 +162,7 @@ func (v *vm) RequestTrailers(id uint32, _ int) Action {
 func (v *vm) ResponseHeaders(id uint32, _ int, end bool) Action {
 	if s := v.streams[id]; s != nil {
 		if f, ok := s.filter.(ResponseHeadersFilter); ok {
-			return s.held(abi.Response, f.OnResponseHeaders(s, end))
+			return s.answer(abi.Response, f.OnResponseHeaders(s, end))
 		}
 	}
 	return Continue
@@ -142,8 +171,10 @@ func (v *vm) ResponseHeaders(id uint32, _ int, end bool) Action {
 func (v *vm) ResponseBody(id uint32, size int, end bool) Action {
 	if s := v.streams[id]; s != nil {
 		if f, ok := s.filter.(ResponseBodyFilter); ok {
-			return s.held(abi.Response, f.OnResponseBody(s, Body{v.host, abi.ResponseBody, size}, end))
+			s.bodySize[abi.Response] = size
+			return s.answer(abi.Response, f.OnResponseBody(s, Body{s, abi.Response}, end))
 		}
+		return s.unhandled(abi.Response)
 	}
 	return Continue
 }
@@ -151,18 +182,33 @@ func (v *vm) ResponseBody(id uint32, size int, end bool) Action {
 func (v *vm) ResponseTrailers(id uint32, _ int) Action {
 	if s := v.streams[id]; s != nil {
 		if f, ok := s.filter.(ResponseTrailersFilter); ok {
-			return s.held(abi.Response, f.OnResponseTrailers(s))
+			return s.answer(abi.Response, f.OnResponseTrailers(s))
 		}
+		return s.unhandled(abi.Response)
 	}
 	return Continue
 }
 
-// held notes the direction a Pause holds, for Resume.
-func (s *Stream) held(dir abi.StreamType, a Action) Action {
+// answer notes what the filter answered a callback of direction dir: a
+// Pause holds the direction (for Resume, and for the callbacks the filter
+// has no method for); a Continue lets it go.
+func (s *Stream) answer(dir abi.StreamType, a Action) Action {
+	s.held[dir] = a == Pause
 	if a == Pause {
 		s.paused = dir
 	}
 	return a
+}
+
+// unhandled answers a body or trailers callback the filter has no method
+// for: the direction stays held if the filter held it. Answering Continue
+// would let through headers the filter paused (hosts read it as "go on"),
+// such as a request it is still checking or failed to reject.
+func (s *Stream) unhandled(dir abi.StreamType) Action {
+	if s.held[dir] {
+		return Pause
+	}
+	return Continue
 }
 
 func (v *vm) Done(uint32) bool { return true }

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -27,14 +29,16 @@ const propertyHeader = "X-Sdktest-Property-"
 // module (build one with xcaddy or Sluice's `make build`).
 func RunCaddy(t *testing.T, wasm string, s Suite) {
 	t.Helper()
+	// Servers close after Caddy stops (cleanups run last first), so that no
+	// connection Caddy holds keeps Close waiting.
 	up := &caseUpstream{}
 	upstream := httptest.NewServer(up)
-	defer upstream.Close()
+	t.Cleanup(upstream.Close)
 
 	var declared strings.Builder
 	for name, handler := range s.Upstreams {
 		srv := httptest.NewServer(handler)
-		defer srv.Close()
+		t.Cleanup(srv.Close)
 		fmt.Fprintf(&declared, "\t\t\tupstream %s %s\n", name, srv.URL)
 	}
 	var props strings.Builder
@@ -56,6 +60,7 @@ func RunCaddy(t *testing.T, wasm string, s Suite) {
 	admin off
 	auto_https off
 	persist_config off
+	default_bind 127.0.0.1
 }
 
 http://%s {
@@ -113,6 +118,10 @@ func (u *caseUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u.got, u.body = r.Clone(r.Context()), body
 	handler := u.handler
 	u.mu.Unlock()
+	if handler == nil {
+		http.Error(w, "sdktest: no case is running", http.StatusInternalServerError)
+		return
+	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	handler(w, r)
 }
@@ -176,6 +185,7 @@ func StartCaddy(t testing.TB, caddyfile, addr string) *Log {
 	log := &Log{}
 	cmd := exec.Command(bin, "run", "--config", path, "--adapter", "caddyfile")
 	cmd.Stdout, cmd.Stderr = log, log
+	stopWithTest(cmd)
 	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -210,15 +220,36 @@ func CaddyBinary(t testing.TB) string {
 	return bin
 }
 
-// FreeAddr returns a loopback address (host:port) nothing listens on.
+// FreeAddr returns a loopback address (host:port) nothing listens on, for
+// a Caddy to serve. The port is below Linux's ephemeral range, so no
+// server a test starts on port 0 (an httptest upstream) can take it between
+// now and Caddy binding it, and the process never hands it out twice.
 func FreeAddr(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	t.Helper()
+	handed.Lock()
+	defer handed.Unlock()
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		if handed.ports[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		handed.ports[port] = true
+		return l.Addr().String()
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no free port in 20000-31999")
+	return ""
 }
+
+// handed are the ports FreeAddr gave out.
+var handed = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
 
 // waitListening waits until something accepts connections at addr, or
 // Caddy exits.

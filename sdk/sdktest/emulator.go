@@ -47,6 +47,9 @@ type host struct {
 	maps    map[abi.MapType][][2]string
 	buffers map[abi.BufferType][]byte
 
+	frozen          map[abi.MapType]bool // header maps already sent on
+	responseStarted bool                 // the response headers went to the client
+
 	local   *Response // a local response the filter sent
 	resumed map[abi.StreamType]bool
 	calls   []call // outbound calls not answered yet
@@ -62,12 +65,49 @@ type call struct {
 }
 
 func newHost(s *store, allowed map[string]bool) *host {
-	return &host{
-		store: s, props: map[string][]byte{}, allowed: allowed,
-		maps:    map[abi.MapType][][2]string{},
-		buffers: map[abi.BufferType][]byte{},
-		resumed: map[abi.StreamType]bool{},
+	h := &host{store: s, allowed: allowed, buffers: map[abi.BufferType][]byte{}}
+	h.reset()
+	return h
+}
+
+// reset readies the host for a new request: the plugin's configuration,
+// shared data and metrics stay.
+func (h *host) reset() {
+	h.logs, h.local, h.calls, h.responseStarted = nil, nil, nil, false
+	h.maps = map[abi.MapType][][2]string{}
+	h.frozen = map[abi.MapType]bool{}
+	h.resumed = map[abi.StreamType]bool{}
+	for kind := range h.buffers {
+		if kind != abi.PluginConfiguration {
+			delete(h.buffers, kind)
+		}
 	}
+	h.props = map[string][]byte{}
+	for k, v := range map[string]string{"plugin_name": "sdktest", "plugin_vm_id": "sdktest", "plugin_root_id": "",
+		"source.address": clientAddr, "node.id": "sdktest"} {
+		h.props[k] = []byte(v)
+	}
+}
+
+// sent marks a header map as gone on: it can no longer change, and once
+// the response headers are gone a local response is too late.
+func (h *host) sent(m abi.MapType) {
+	h.frozen[m] = true
+	if m == abi.ResponseHeaders {
+		h.responseStarted = true
+	}
+}
+
+// writable is the status of a change to map m: NOT_FOUND if it does not
+// exist (yet), BAD_ARGUMENT if it went on already or is an answer's.
+func (h *host) writable(m abi.MapType) abi.Status {
+	if _, ok := h.maps[m]; !ok {
+		return abi.NotFound
+	}
+	if h.frozen[m] || m == abi.HTTPCallResponseHeaders || m == abi.HTTPCallResponseTrailers {
+		return abi.BadArgument
+	}
+	return abi.OK
 }
 
 var levelNames = []string{"trace", "debug", "info", "warn", "error", "critical"}
@@ -111,8 +151,11 @@ func (h *host) GetHeaderMapPairs(m abi.MapType) ([][2]string, abi.Status) {
 }
 
 func (h *host) SetHeaderMapPairs(m abi.MapType, pairs [][2]string) abi.Status {
-	if _, ok := h.maps[m]; !ok {
-		return abi.NotFound
+	if st := h.writable(m); st != abi.OK {
+		return st
+	}
+	if !validPairs(pairs) {
+		return abi.BadArgument
 	}
 	h.maps[m] = lowerNames(pairs)
 	return abi.OK
@@ -133,27 +176,33 @@ func (h *host) GetHeaderMapValue(m abi.MapType, name string) (string, abi.Status
 }
 
 func (h *host) ReplaceHeaderMapValue(m abi.MapType, name, value string) abi.Status {
-	pairs, ok := h.maps[m]
-	if !ok {
-		return abi.NotFound
+	if st := h.writable(m); st != abi.OK {
+		return st
 	}
+	if !validPairs([][2]string{{name, value}}) {
+		return abi.BadArgument
+	}
+	pairs := h.maps[m]
 	h.maps[m] = append(without(pairs, name), [2]string{strings.ToLower(name), value})
 	return abi.OK
 }
 
 func (h *host) AddHeaderMapValue(m abi.MapType, name, value string) abi.Status {
-	if _, ok := h.maps[m]; !ok {
-		return abi.NotFound
+	if st := h.writable(m); st != abi.OK {
+		return st
+	}
+	if !validPairs([][2]string{{name, value}}) {
+		return abi.BadArgument
 	}
 	h.maps[m] = append(h.maps[m], [2]string{strings.ToLower(name), value})
 	return abi.OK
 }
 
 func (h *host) RemoveHeaderMapValue(m abi.MapType, name string) abi.Status {
-	pairs, ok := h.maps[m]
-	if !ok {
-		return abi.NotFound
+	if st := h.writable(m); st != abi.OK {
+		return st
 	}
+	pairs := h.maps[m]
 	h.maps[m] = without(pairs, name)
 	return abi.OK
 }
@@ -203,8 +252,16 @@ func (h *host) SetBufferBytes(b abi.BufferType, start, size int, data []byte) ab
 	return abi.OK
 }
 
+// maxBodySize is Sluice's default max_body_size, which bounds a local
+// response's body too.
+const maxBodySize = 10 << 20
+
+// SendLocalResponse refuses what Sluice refuses: a second local response,
+// one after the response started, a status outside 200-599, a body over
+// max_body_size, headers HTTP cannot carry.
 func (h *host) SendLocalResponse(status uint32, _ string, body []byte, headers [][2]string) abi.Status {
-	if status < 100 || status > 599 {
+	if h.local != nil || h.responseStarted || status < 200 || status > 599 ||
+		len(body) > maxBodySize || !validPairs(headers) {
 		return abi.BadArgument
 	}
 	h.local = &Response{Status: int(status), Header: toHeader(lowerNames(headers)), Body: append([]byte(nil), body...)}
@@ -295,4 +352,26 @@ func (h *host) GetMetric(id uint32) (uint64, abi.Status) {
 		return 0, abi.NotFound
 	}
 	return h.store.metrics[id].value, abi.OK
+}
+
+// validPairs reports whether HTTP can carry the header pairs: names are
+// tokens (or pseudo-headers), values have no control characters but tab.
+func validPairs(pairs [][2]string) bool {
+	for _, p := range pairs {
+		name := strings.TrimPrefix(p[0], ":")
+		if name == "" {
+			return false
+		}
+		for i := 0; i < len(name); i++ {
+			if c := name[i]; c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+				return false
+			}
+		}
+		for i := 0; i < len(p[1]); i++ {
+			if c := p[1][i]; (c < ' ' && c != '\t') || c == 0x7f {
+				return false
+			}
+		}
+	}
+	return true
 }

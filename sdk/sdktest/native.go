@@ -14,24 +14,28 @@ import (
 )
 
 const (
-	rootID   = 1
-	streamID = 2
+	rootID = 1
 	// clientAddr is the source.address of native requests.
 	clientAddr = "192.0.2.10:40000"
 )
 
-// Run runs the suite's cases natively, one subtest each, in order.
+// Run runs the suite's cases natively, one subtest each, in order. The
+// filter is configured once, as Sluice configures it once at load; each
+// case is a new stream.
 func Run(t *testing.T, s Suite) {
 	t.Helper()
-	st := &store{data: map[string]sharedValue{}}
+	e, err := configured(s)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range s.Cases {
 		t.Run(c.Name, func(t *testing.T) {
-			r, err := runNative(s, c, st)
-			if err != nil {
-				t.Fatal(err)
-			}
 			if c.Check == nil {
 				t.Fatal("case has no Check")
+			}
+			r, err := e.request(c)
+			if err != nil {
+				t.Fatal(err)
 			}
 			c.Check(t, r)
 		})
@@ -40,34 +44,41 @@ func Run(t *testing.T, s Suite) {
 
 // ConfigError configures the filter with config natively and returns the
 // error the filter refused it with (what it logged), or nil if it took it.
-// configure nil means the registered one.
+// The suite gives the configure function (nil: the registered one).
 func ConfigError(config string, s Suite) error {
 	s.Config = config
-	e := newEmulation(s, &store{data: map[string]sharedValue{}})
-	if !e.vm.Configure(rootID, len(config)) {
-		return errors.New("configuration refused: " + strings.Join(e.host.logs, "; "))
+	_, err := configured(s)
+	return err
+}
+
+// ConfigLogs configures the suite's filter natively and returns what it
+// logged while configuring (a Result's Logs hold a request's only), and the
+// error it refused the configuration with, if it did.
+func ConfigLogs(s Suite) ([]string, error) {
+	e, err := configured(s)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	return e.host.logs, nil
 }
 
-// emulation is one request through a fresh dispatcher over an emulated host.
+// emulation is a configured filter over an emulated host.
 type emulation struct {
-	suite Suite
-	host  *host
-	vm    abi.VM
+	suite  Suite
+	host   *host
+	vm     abi.VM
+	stream uint32 // the current request's context
 }
 
-func newEmulation(s Suite, st *store) *emulation {
+// configured starts a dispatcher over a new emulated host and configures
+// the suite's filter.
+func configured(s Suite) (*emulation, error) {
 	allowed := map[string]bool{}
 	for name := range s.Upstreams {
 		allowed[name] = true
 	}
-	h := newHost(st, allowed)
+	h := newHost(&store{data: map[string]sharedValue{}}, allowed)
 	h.buffers[abi.PluginConfiguration] = []byte(s.Config)
-	for k, v := range map[string]string{"plugin_name": "sdktest", "plugin_vm_id": "sdktest", "plugin_root_id": "",
-		"source.address": clientAddr, "node.id": "sdktest"} {
-		h.props[k] = []byte(v)
-	}
 	var configure any
 	if s.Configure != nil {
 		configure = s.Configure
@@ -75,24 +86,27 @@ func newEmulation(s Suite, st *store) *emulation {
 	vm := abi.NewVM(h, configure)
 	vm.ContextCreate(rootID, 0)
 	vm.VMStart(rootID, 0)
-	return &emulation{suite: s, host: h, vm: vm}
+	if !vm.Configure(rootID, len(s.Config)) {
+		return nil, errors.New("the filter refused its configuration: " + strings.Join(h.logs, "; "))
+	}
+	return &emulation{suite: s, host: h, vm: vm, stream: rootID}, nil
 }
 
-func runNative(s Suite, c Case, st *store) (*Result, error) {
-	e := newEmulation(s, st)
-	if !e.vm.Configure(rootID, len(s.Config)) {
-		return nil, errors.New("the filter refused its configuration: " + strings.Join(e.host.logs, "; "))
-	}
-	e.vm.ContextCreate(streamID, rootID)
+// request sends one case's request through the filter as a new stream.
+func (e *emulation) request(c Case) (*Result, error) {
+	e.host.reset()
+	e.stream++
+	e.vm.ContextCreate(e.stream, rootID)
 	r, err := e.exchange(c)
-	e.vm.Done(streamID)
-	e.vm.Log(streamID)
-	e.vm.Delete(streamID)
+	e.host.calls = nil // calls no one waited for are dropped with the stream
+	e.vm.Done(e.stream)
+	e.vm.Log(e.stream)
+	e.vm.Delete(e.stream)
 	if r != nil {
 		r.Logs = e.host.logs
-		r.Metrics = st.snapshot()
+		r.Metrics = e.host.store.snapshot()
 		r.Properties = map[string]string{}
-		for _, name := range s.Properties {
+		for _, name := range e.suite.Properties {
 			r.Properties[name] = string(e.host.props[name])
 		}
 	}
@@ -111,9 +125,15 @@ func (e *emulation) exchange(c Case) (*Result, error) {
 		path = "/"
 	}
 	h := e.host
-	h.props["request.method"] = []byte(method)
-	h.props["request.path"] = []byte(path)
-	h.props["request.host"] = []byte("sdktest.local")
+	urlPath, query, _ := strings.Cut(path, "?")
+	for k, v := range map[string]string{
+		"request.method": method, "request.path": path, "request.url_path": urlPath,
+		"request.query": query, "request.host": "sdktest.local", "request.scheme": "http",
+		"request.protocol": "HTTP/1.1", "request.id": "sdktest-" + strconv.Itoa(int(e.stream)),
+		"request.useragent": req.Header.Get("User-Agent"), "request.referer": req.Header.Get("Referer"),
+	} {
+		h.props[k] = []byte(v)
+	}
 	header := req.Header.Clone()
 	if len(req.Body) > 0 && header.Get("Content-Length") == "" {
 		header = setHeader(header, "Content-Length", strconv.Itoa(len(req.Body)))
@@ -167,27 +187,34 @@ func (e *emulation) exchange(c Case) (*Result, error) {
 }
 
 // message runs the headers and body callbacks of one direction and returns
-// the body as it leaves the filter. As in Sluice, headers a filter holds
-// (Pause) until the body's end go out with the body's real content-length;
-// headers that went out first must not carry a content-length the filter
-// then made wrong.
+// the body as it leaves the filter. As in Sluice, headers go out when the
+// filter lets them (then they can no longer change, and for the response a
+// local response is too late); headers held until the body's end go out
+// with the body's real content-length, and headers that went out earlier
+// must not carry a content-length the filter then made wrong.
 func (e *emulation) message(dir abi.StreamType, headers abi.MapType, kind abi.BufferType, chunks [][]byte,
 	onHeaders func(uint32, int, bool) abi.Action, onBody func(uint32, int, bool) abi.Action) ([]byte, error) {
 	end := len(chunks) == 0
 	action, err := e.phase(dir, func() abi.Action {
-		return onHeaders(streamID, len(e.host.maps[headers]), end)
+		return onHeaders(e.stream, len(e.host.maps[headers]), end)
 	}, end)
-	if err != nil || e.host.local != nil || end {
+	if err != nil || e.host.local != nil {
 		return nil, err
 	}
 	held := action == abi.Pause && !e.host.resumed[dir]
-	out, err := e.body(dir, kind, chunks, onBody)
+	if !held {
+		e.host.sent(headers)
+	}
+	if end {
+		return nil, nil
+	}
+	out, releasedAtEnd, err := e.body(dir, kind, chunks, onBody, func() { e.host.sent(headers) })
 	if err != nil || e.host.local != nil {
 		return nil, err
 	}
 	length := strconv.Itoa(len(out))
-	if held {
-		e.host.ReplaceHeaderMapValue(headers, "content-length", length)
+	if held && releasedAtEnd {
+		e.host.maps[headers] = append(without(e.host.maps[headers], "content-length"), [2]string{"content-length", length})
 	} else if v, st := e.host.GetHeaderMapValue(headers, "content-length"); st == abi.OK && v != length {
 		return nil, errors.New("the filter changed the " + direction(dir) + " body to " + length +
 			" bytes but its headers, already sent, say content-length " + v +
@@ -204,14 +231,22 @@ func (e *emulation) local() *Result {
 	return &Result{Response: *e.host.local}
 }
 
-// phase runs one callback and the outbound calls it made. A Pause that
-// waits for nothing more (the end of the stream) must be resumed by a
-// call's callback or answered with a local response; otherwise the request
-// would hang until Sluice's timeout, which is an error here.
+// phase runs one callback. Answers to calls made earlier, which no callback
+// waited for, come before it, as in Sluice; calls the callback pauses for
+// are answered after it. A Pause that waits for nothing more (the end of
+// the stream) must be resumed by a call's callback or answered with a
+// local response; otherwise the request would hang until Sluice's timeout,
+// which is an error here.
 func (e *emulation) phase(dir abi.StreamType, callback func() abi.Action, last bool) (abi.Action, error) {
+	e.answerCalls()
+	if e.host.local != nil {
+		return abi.Pause, nil
+	}
 	e.host.resumed[dir] = false
 	action := callback()
-	e.answerCalls()
+	if action == abi.Pause {
+		e.answerCalls()
+	}
 	if action == abi.Pause && last && !e.host.resumed[dir] && e.host.local == nil {
 		return action, errors.New("the filter paused the " + direction(dir) + " and nothing resumed it: " +
 			"in Sluice it would wait until its timeout")
@@ -227,27 +262,34 @@ func direction(dir abi.StreamType) string {
 }
 
 // body feeds chunks to a body callback, buffering what the filter holds with
-// Pause, and returns the body as it leaves the filter.
+// Pause, and returns the body as it leaves the filter, and whether nothing
+// left before the last chunk. release runs when the first bytes leave.
 func (e *emulation) body(dir abi.StreamType, kind abi.BufferType, chunks [][]byte,
-	callback func(id uint32, size int, end bool) abi.Action) ([]byte, error) {
-	var out, held []byte
+	callback func(id uint32, size int, end bool) abi.Action, release func()) (out []byte, releasedAtEnd bool, err error) {
+	var held []byte
+	released := false
 	for i, chunk := range chunks {
 		end := i == len(chunks)-1
 		e.host.buffers[kind] = append(held, chunk...)
 		action, err := e.phase(dir, func() abi.Action {
-			return callback(streamID, len(e.host.buffers[kind]), end)
+			return callback(e.stream, len(e.host.buffers[kind]), end)
 		}, end)
 		if err != nil || e.host.local != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if action == abi.Pause && !e.host.resumed[dir] {
 			held = e.host.buffers[kind]
 			continue
 		}
+		if !released {
+			released, releasedAtEnd = true, end
+			release()
+		}
 		out = append(out, e.host.buffers[kind]...)
 		held = nil
 	}
-	return out, nil
+	delete(e.host.buffers, kind)
+	return out, releasedAtEnd, nil
 }
 
 // split cuts data into chunks of size bytes (one chunk if size is 0).

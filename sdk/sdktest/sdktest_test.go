@@ -64,16 +64,22 @@ type pauser struct{}
 func (pauser) OnRequestHeaders(*sdk.Stream, bool) sdk.Action { return sdk.Pause }
 
 func TestPauseWithNothingToResumeIsAnError(t *testing.T) {
-	e := newEmulation(Suite{Configure: func(*sdk.Plugin) (sdk.NewFilter, error) {
+	e, err := configured(Suite{Configure: func(*sdk.Plugin) (sdk.NewFilter, error) {
 		return func() sdk.Filter { return pauser{} }, nil
-	}}, &store{data: map[string]sharedValue{}})
-	if !e.vm.Configure(rootID, 0) {
-		t.Fatal("configure failed")
+	}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	e.vm.ContextCreate(streamID, rootID)
-	_, err := e.exchange(Case{})
-	if err == nil || !strings.Contains(err.Error(), "nothing resumed it") {
-		t.Errorf("got %v", err)
+	for _, c := range []Case{
+		{Name: "no body"},
+		// The filter has no body method: the SDK must keep the request
+		// held through the body, not let it through.
+		{Name: "body", Request: Request{Method: "POST", Body: []byte("data"), ChunkSize: 2}},
+	} {
+		r, err := e.request(c)
+		if err == nil || !strings.Contains(err.Error(), "nothing resumed it") {
+			t.Errorf("%s: got %v (upstream reached: %v)", c.Name, err, r != nil && r.Upstream != nil)
+		}
 	}
 }
 
@@ -163,7 +169,11 @@ func TestResponseChunksAndHeldContentLength(t *testing.T) {
 func TestStaleContentLengthIsAnError(t *testing.T) {
 	calls := 0
 	s := bodySuite(false, &calls, nil)
-	_, err := runNative(s, s.Cases[0], &store{data: map[string]sharedValue{}})
+	e, err := configured(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.request(s.Cases[0])
 	if err == nil || !strings.Contains(err.Error(), "content-length 3") {
 		t.Errorf("got %v", err)
 	}

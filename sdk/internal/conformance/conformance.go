@@ -100,6 +100,8 @@ func (f *filter) OnRequestHeaders(s *sdk.Stream, end bool) sdk.Action {
 			return s.Respond(500, nil, []byte("metric: "+err.Error()))
 		}
 		_ = req.Set("x-hits", itoa(int(v)))
+	case "/end":
+		_ = req.Set("x-end", boolText(end))
 	case "/log":
 		s.Log(sdk.LevelWarn, "conformance says hello")
 	case "/body":
@@ -181,6 +183,13 @@ func increment(s *sdk.Stream, key string) int {
 			return -1
 		}
 	}
+}
+
+func boolText(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
 }
 
 func errText(err error) string {
