@@ -22,14 +22,22 @@
 //	}
 //
 // A suite is one configured filter; its cases are requests sent one after
-// another, each to a fresh instance of the filter, as Sluice does. They
-// share the filter's shared data and metrics, so a rate limiter's cases see
-// the tokens earlier cases took. Suites are independent of each other: run
-// them in parallel with t.Parallel.
+// another. They share the filter's shared data and metrics, so a rate
+// limiter's cases see the tokens earlier cases took. Suites are independent
+// of each other: run them in parallel with t.Parallel.
 //
-// Natively, each case configures the filter again from scratch, but package
-// variables of the filter program persist between cases (in Sluice they do
-// not): RunCaddy catches a filter that depends on them.
+// Natively the filter is configured once per suite and each case is a new
+// stream with a new Filter, but memory the filter program changes (package
+// variables, its configuration's values) persists between cases, where in
+// Sluice every request starts from the configured state: RunCaddy catches a
+// filter that depends on that.
+//
+// The emulator follows Sluice's rules where hosts differ: repeated headers
+// joined with ",", host properties read-only, undeclared upstreams refused,
+// headers read-only once sent, no local response once the response
+// started, a held body's real content-length, a stale content-length an
+// error, a request paused with nothing to resume it an error (Sluice would
+// time it out).
 package sdktest
 
 import (
