@@ -159,6 +159,20 @@ var suite = sdktest.Suite{
 	}},
 }
 
+// Every case also checks that its request had a Filter of its own: the
+// conformance filter counts the phases it saw in x-phases.
+func init() {
+	for i := range suite.Cases {
+		check := suite.Cases[i].Check
+		suite.Cases[i].Check = func(t *testing.T, r *sdktest.Result) {
+			check(t, r)
+			if got := r.Response.Header.Get("X-Phases"); r.Upstream != nil && got != "2" {
+				t.Errorf("x-phases %q, want 2: the request shared its Filter", got)
+			}
+		}
+	}
+}
+
 func wantUpstreamHeader(name, want string) func(*testing.T, *sdktest.Result) {
 	return func(t *testing.T, r *sdktest.Result) {
 		t.Helper()
@@ -219,4 +233,13 @@ func TestErrorsCompareWithErrorsIs(t *testing.T) {
 	if got := sdk.Error(99).Error(); got != "sluice: host status 99" {
 		t.Errorf("unknown status: %q", got)
 	}
+}
+
+// In shared isolation one long-lived instance serves many requests, as in
+// Envoy: the SDK's dispatcher must keep each request's Filter apart.
+func TestConformanceInCaddySharedIsolation(t *testing.T) {
+	t.Parallel()
+	s := suite
+	s.Options = "isolation shared"
+	sdktest.RunCaddy(t, sdktest.Build(t, "internal/conformance/cmd"), s)
 }

@@ -69,11 +69,12 @@ http://%s {
 			name sdktest
 			vm_id sdktest
 			%s
-%s		}
+%s%s
+		}
 %s		reverse_proxy %s
 	}
 }
-`, site, wasm, configOption, declared.String(), props.String(), upstream.Listener.Addr())
+`, site, wasm, configOption, declared.String(), s.Options, props.String(), upstream.Listener.Addr())
 	log := StartCaddy(t, caddyfile, site)
 
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}

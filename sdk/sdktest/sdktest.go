@@ -60,6 +60,10 @@ type Suite struct {
 	// Properties are properties the filter sets (sdk.SetProperty) to report
 	// in each Result; in Caddy they are read as {http.wasm_filter.<name>}.
 	Properties []string
+	// Options are more wasm_filter options for RunCaddy, one per line, e.g.
+	// "isolation shared" or "memory_limit 16MiB", to test the filter as it
+	// will be deployed. Native runs ignore them.
+	Options string
 	// Cases are the requests, sent in order.
 	Cases []Case
 }
