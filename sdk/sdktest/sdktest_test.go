@@ -203,3 +203,71 @@ func TestResultsCarryMetrics(t *testing.T) {
 		Cases: []Case{{Name: "first", Check: check(1)}, {Name: "second", Check: check(2)}},
 	})
 }
+
+// late changes the request headers after they went on, and answers
+// locally after the response started.
+type late struct{ errs *[]string }
+
+func (l late) OnRequestHeaders(*sdk.Stream, bool) sdk.Action { return sdk.Continue }
+
+func (l late) OnRequestBody(s *sdk.Stream, _ sdk.Body, end bool) sdk.Action {
+	*l.errs = append(*l.errs, "set request header: "+errString(s.RequestHeaders().Set("x-late", "1")))
+	return sdk.Continue
+}
+
+func (l late) OnResponseBody(s *sdk.Stream, _ sdk.Body, end bool) sdk.Action {
+	s.Respond(403, nil, []byte("too late"))
+	return sdk.Continue
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "<nil>"
+	}
+	return err.Error()
+}
+
+// Headers that went on are read-only, and a local response after the
+// response started is refused, as in Sluice: a native test must not pass
+// what Sluice refuses.
+func TestSentHeadersAndStartedResponses(t *testing.T) {
+	var errs []string
+	Run(t, Suite{
+		Configure: func(*sdk.Plugin) (sdk.NewFilter, error) {
+			return func() sdk.Filter { return late{&errs} }, nil
+		},
+		Cases: []Case{{
+			Name:    "late",
+			Request: Request{Method: "POST", Body: []byte("body")},
+			Check: func(t *testing.T, r *Result) {
+				if r.Upstream.Header.Get("X-Late") != "" {
+					t.Error("a header set after the request went on reached the upstream")
+				}
+				if r.Response.Status != 200 || string(r.Response.Body) != "upstream" {
+					t.Errorf("response %d %q: the late local response replaced it", r.Response.Status, r.Response.Body)
+				}
+				if !strings.Contains(strings.Join(r.Logs, "\n"), "sending a local response: sluice: bad argument") {
+					t.Errorf("logs %q", r.Logs)
+				}
+			},
+		}},
+	})
+	if len(errs) != 1 || errs[0] != "set request header: sluice: bad argument" {
+		t.Errorf("errors %q", errs)
+	}
+}
+
+func TestValidPairs(t *testing.T) {
+	for pairs, want := range map[[2]string]bool{
+		{"x-ok", "a value\twith tab"}: true,
+		{":status", "200"}:            true,
+		{"", "v"}:                     false,
+		{"bad name", "v"}:             false,
+		{"x", "line\nbreak"}:          false,
+		{"x", "nul\x00"}:              false,
+	} {
+		if got := validPairs([][2]string{pairs}); got != want {
+			t.Errorf("%q: %v, want %v", pairs, got, want)
+		}
+	}
+}
