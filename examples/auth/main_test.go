@@ -14,9 +14,11 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"io"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -128,6 +130,19 @@ func mustJSON(v any) string {
 
 func bearer(token string) http.Header { return http.Header{"Authorization": {"Bearer " + token}} }
 
+// signJSON signs a header and claims given as JSON text, byte for byte,
+// with hsSecret: for what a map cannot hold (a name twice, an order).
+func signJSON(header, claims string) string {
+	return signRaw(base64.RawURLEncoding.EncodeToString([]byte(header)), base64.RawURLEncoding.EncodeToString([]byte(claims)))
+}
+
+// identityLike says whether a header name is, or could be read as,
+// x-auth-subject or x-auth-method: case ignored, '_' and '.' as '-'.
+func identityLike(name string) bool {
+	n := strings.NewReplacer("_", "-", ".", "-").Replace(strings.ToLower(name))
+	return n == "x-auth-subject" || n == "x-auth-method"
+}
+
 // allowed checks the request reached the upstream as subject (none if
 // ""), by method.
 func allowed(subject, method string) func(*testing.T, *sdktest.Result) {
@@ -145,6 +160,18 @@ func allowed(subject, method string) func(*testing.T, *sdktest.Result) {
 		}
 		if got := h.Get("X-Api-Key"); got != "" {
 			t.Errorf("x-api-key %q reached the upstream", got)
+		}
+		for name, values := range h {
+			if identityLike(name) && name != "X-Auth-Subject" && name != "X-Auth-Method" {
+				t.Errorf("%s %q reached the upstream", name, values)
+			}
+		}
+		for _, v := range h.Values("Connection") {
+			for _, option := range strings.Split(v, ",") {
+				if identityLike(strings.TrimSpace(option)) {
+					t.Errorf("connection %q reached the upstream: a proxy would drop the filter's %s", v, strings.TrimSpace(option))
+				}
+			}
 		}
 		if r.Response.Status != 200 || string(r.Response.Body) != "upstream" {
 			t.Errorf("response %d %q, want the upstream's", r.Response.Status, r.Response.Body)
@@ -279,9 +306,70 @@ func mainSuite() sdktest.Suite {
 			Request: sdktest.Request{Header: bearer(sign("HS256", hsSecret, valid(nil), map[string]any{"crit": []string{"exp"}}))},
 			Check:   badToken(realm, "the token has critical header parameters"),
 		}, {
+			Name:    "critical header parameters: an empty list",
+			Request: sdktest.Request{Header: bearer(sign("HS256", hsSecret, valid(nil), map[string]any{"crit": []string{}}))},
+			Check:   badToken(realm, "the token has critical header parameters"),
+		}, {
 			Name:    "a sub with control characters",
 			Request: sdktest.Request{Header: hs(map[string]any{"sub": "alice\u0001"})},
 			Check:   badToken(realm, "the token's sub has control characters"),
+		}, {
+			Name:    "a sub with a C1 control character",
+			Request: sdktest.Request{Header: hs(map[string]any{"sub": "alice\u0085"})},
+			Check:   badToken(realm, "the token's sub has control characters"),
+		}, {
+			Name:    "a sub with a leading space",
+			Request: sdktest.Request{Header: hs(map[string]any{"sub": " admin"})},
+			Check:   badToken(realm, "the token's sub has surrounding whitespace"),
+		}, {
+			Name:    "a sub with a trailing space",
+			Request: sdktest.Request{Header: hs(map[string]any{"sub": "admin "})},
+			Check:   badToken(realm, "the token's sub has surrounding whitespace"),
+		}, {
+			Name:    "no sub",
+			Request: sdktest.Request{Header: hs(map[string]any{"sub": nil})},
+			Check:   badToken(realm, "the token has no subject"),
+		}, {
+			Name:    "an empty sub",
+			Request: sdktest.Request{Header: hs(map[string]any{"sub": ""})},
+			Check:   badToken(realm, "the token has no subject"),
+		}, {
+			Name:    "a null sub",
+			Request: sdktest.Request{Header: hs(map[string]any{"sub": json.RawMessage("null")})},
+			Check:   badToken(realm, "the token has no subject"),
+		}, {
+			Name:    "claim names are case-sensitive: SUB is not sub",
+			Request: sdktest.Request{Header: bearer(signJSON(`{"alg":"HS256"}`, `{"sub":"alice","SUB":"admin",`+claimsTail(now)+`}`))},
+			Check:   allowed("alice", "jwt"),
+		}, {
+			Name:    "claim names are case-sensitive: Sub alone is no sub",
+			Request: sdktest.Request{Header: bearer(signJSON(`{"alg":"HS256"}`, `{"Sub":"admin",`+claimsTail(now)+`}`))},
+			Check:   badToken(realm, "the token has no subject"),
+		}, {
+			Name: "claim names are case-sensitive: Exp is not exp",
+			Request: sdktest.Request{Header: bearer(signJSON(`{"alg":"HS256"}`, `{"sub":"alice","iss":"https://idp.example","aud":"api",`+
+				`"exp":1,"Exp":`+strconv.FormatInt(now.Add(time.Hour).Unix(), 10)+`}`))},
+			Check: badToken(realm, "the token has expired"),
+		}, {
+			Name:    "header names are case-sensitive: ALG is not alg",
+			Request: sdktest.Request{Header: bearer(signJSON(`{"ALG":"HS256"}`, `{"sub":"alice",`+claimsTail(now)+`}`))},
+			Check:   badToken(realm, "the token's alg is not accepted"),
+		}, {
+			Name:    "header names are case-sensitive: Alg is not alg",
+			Request: sdktest.Request{Header: bearer(signJSON(`{"alg":"HS256","Alg":"none"}`, `{"sub":"alice",`+claimsTail(now)+`}`))},
+			Check:   allowed("alice", "jwt"),
+		}, {
+			Name:    "a claim given twice",
+			Request: sdktest.Request{Header: bearer(signJSON(`{"alg":"HS256"}`, `{"sub":"alice","sub":"admin",`+claimsTail(now)+`}`))},
+			Check:   badToken(realm, "the token's claims have a member name twice"),
+		}, {
+			Name:    "a claim given twice, once escaped",
+			Request: sdktest.Request{Header: bearer(signJSON(`{"alg":"HS256"}`, `{"sub":"alice","s\u0075b":"admin",`+claimsTail(now)+`}`))},
+			Check:   badToken(realm, "the token's claims have a member name twice"),
+		}, {
+			Name:    "a header parameter given twice",
+			Request: sdktest.Request{Header: bearer(signJSON(`{"alg":"RS256","alg":"HS256"}`, `{"sub":"alice",`+claimsTail(now)+`}`))},
+			Check:   badToken(realm, "the token's header has a member name twice"),
 		}, {
 			Name:    "valid API key",
 			Request: sdktest.Request{Header: http.Header{"X-Api-Key": {"k-reports-456"}}},
@@ -308,7 +396,27 @@ func mainSuite() sdktest.Suite {
 			Name: "spoofed x-auth-subject with a valid token that has no sub",
 			Request: sdktest.Request{Header: http.Header{"Authorization": {"Bearer " + sign("HS256", hsSecret, valid(map[string]any{"sub": nil}))},
 				"X-Auth-Subject": {"root"}}},
-			Check: allowed("", "jwt"),
+			Check: badToken(realm, "the token has no subject"),
+		}, {
+			Name: "spoofed variants of x-auth-subject and x-auth-method with a valid token",
+			Request: sdktest.Request{Header: http.Header{"Authorization": {"Bearer " + validHS},
+				"X_Auth_Subject": {"root"}, "X.Auth.Method": {"api_key"}, "x_AUTH.subject": {"root"}, "X-Auth_Method": {"api_key"}}},
+			Check: allowed("alice", "jwt"),
+		}, {
+			Name: "spoofed variants of x-auth-subject with an API key",
+			Request: sdktest.Request{Header: http.Header{"X-Api-Key": {"k-billing-123"},
+				"X_AUTH_SUBJECT": {"root"}, "x.auth.subject": {"root"}}},
+			Check: allowed("billing", "api_key"),
+		}, {
+			Name: "Connection naming the identity headers, with a valid token",
+			Request: sdktest.Request{Header: http.Header{"Authorization": {"Bearer " + validHS},
+				"Connection": {"keep-alive, X-Auth-Subject, X-Auth-Method"}}},
+			Check: allowed("alice", "jwt"),
+		}, {
+			Name: "Connection naming the identity headers and variants, with an API key",
+			Request: sdktest.Request{Header: http.Header{"X-Api-Key": {"k-reports-456"},
+				"Connection": {"x-auth-method,X_Auth_Subject , keep-alive"}}},
+			Check: allowed("reports", "api_key"),
 		}, {
 			Name: "spoofed x-auth-subject with an API key",
 			Request: sdktest.Request{Header: http.Header{"X-Api-Key": {"k-billing-123"},
@@ -328,6 +436,23 @@ func mainSuite() sdktest.Suite {
 				}
 			},
 		}, {
+			Name:    "an empty bearer token is no token: the API key decides",
+			Request: sdktest.Request{Header: http.Header{"Authorization": {"Bearer"}, "X-Api-Key": {"k-billing-123"}}},
+			Check:   allowed("billing", "api_key"),
+		}, {
+			Name:    "an empty bearer token with spaces is no token: the API key decides",
+			Request: sdktest.Request{Header: http.Header{"Authorization": {"Bearer   "}, "X-Api-Key": {"k-reports-456"}}},
+			Check:   allowed("reports", "api_key"),
+		}, {
+			Name:    "an empty bearer token alone: no credentials",
+			Request: sdktest.Request{Header: bearer("")},
+			Check: func(t *testing.T, r *sdktest.Result) {
+				refused(`Bearer realm="api"`)(t, r)
+				if string(r.Response.Body) != "401 Unauthorized: credentials required\n" {
+					t.Errorf("body %q", r.Response.Body)
+				}
+			},
+		}, {
 			Name:    "a bad token with a good API key: the token decides",
 			Request: sdktest.Request{Header: http.Header{"Authorization": {"Bearer x.y.z"}, "X-Api-Key": {"k-billing-123"}}},
 			Check:   badToken(realm, "the token's header is not base64url JSON"),
@@ -337,7 +462,7 @@ func mainSuite() sdktest.Suite {
 		{"one part", "abc", "the token is not a compact JWS (three dot-separated parts)"},
 		{"two parts", "abc.def", "the token is not a compact JWS (three dot-separated parts)"},
 		{"four parts", validHS + ".x", "the token is not a compact JWS (three dot-separated parts)"},
-		{"empty", "", "the token is not a compact JWS (three dot-separated parts)"},
+		{"dots only", "..", "the token's header is not base64url JSON"},
 		{"empty signature", strings.Join(strings.Split(validHS, ".")[:2], ".") + ".", "the token's signature is missing or not base64url"},
 		{"header not base64url", "e30+." + strings.SplitN(validHS, ".", 2)[1], "the token's header is not base64url JSON"},
 		{"header not an object", part("HS256") + "." + strings.SplitN(validHS, ".", 2)[1], "the token's header is not base64url JSON"},
@@ -353,6 +478,12 @@ func mainSuite() sdktest.Suite {
 		})
 	}
 	return suite
+}
+
+// claimsTail is the JSON of valid claims but sub at now, for signJSON.
+func claimsTail(now time.Time) string {
+	c := mustJSON(claimsAt(now, map[string]any{"sub": nil}))
+	return c[1 : len(c)-1]
 }
 
 // signRaw signs already encoded header and payload parts with hsSecret.
@@ -421,13 +552,22 @@ func apiKeysOnlySuite() sdktest.Suite {
 			Request: sdktest.Request{Header: http.Header{"X-Api-Key": {"s3cret"}}},
 			Check:   allowed("ci", "api_key"),
 		}, {
-			Name:    "a bearer token is not a credential here",
+			Name:    "a bearer token is not a credential here; the challenge is ApiKey",
 			Request: sdktest.Request{Header: bearer(sign("HS256", hsSecret, claimsAt(time.Now(), nil)))},
-			Check:   refused(`Bearer realm="api"`),
+			Check:   refused(`ApiKey realm="api"`),
 		}, {
 			Name:    "an API key prefix",
 			Request: sdktest.Request{Header: http.Header{"X-Api-Key": {"s3cre"}}},
-			Check:   refused(`Bearer realm="api"`),
+			Check:   refused(`ApiKey realm="api"`),
+		}, {
+			Name:    "no credentials",
+			Request: sdktest.Request{},
+			Check:   refused(`ApiKey realm="api"`),
+		}, {
+			Name: "Connection naming the identity headers, spoofed variants",
+			Request: sdktest.Request{Header: http.Header{"X-Api-Key": {"s3cret"}, "Connection": {"X-Auth-Subject, X-Auth-Method"},
+				"X_Auth_Subject": {"root"}, "X_Auth_Method": {"jwt"}}},
+			Check: allowed("ci", "api_key"),
 		}},
 	}
 }
@@ -480,9 +620,48 @@ func TestVerifyTimes(t *testing.T) {
 		{map[string]any{"exp": now.Unix() + 60, "nbf": now.Unix() + 31}, "the token is not valid yet"},
 		{map[string]any{"exp": "1800000060"}, "the token's claims are not base64url JSON"},
 	} {
+		c.claims["sub"] = "alice"
 		_, err := a.verify(sign("HS256", hsSecret, c.claims), now)
 		if got := errString(err); got != c.want {
 			t.Errorf("%v: %q, want %q", c.claims, got, c.want)
+		}
+	}
+}
+
+// Member names at the top level of the header and claims are exact and
+// unique; what is inside their values is not looked at.
+func TestMemberNames(t *testing.T) {
+	t.Parallel()
+	a, _, err := parseConfig([]byte(mustJSON(map[string]any{"hs256_secret": string(hsSecret)})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_800_000_000, 0)
+	exp := `"exp":1800000060`
+	for _, c := range []struct {
+		header, claims string
+		want           string // "" accepted
+	}{
+		{`{"alg":"HS256"}`, `{"sub":"alice",` + exp + `}`, ""},
+		{`{ "alg" : "HS256" } `, `{ "sub" : "alice" , ` + exp + ` }`, ""},
+		{`{"alg":"HS256"}`, `{"sub":"alice",` + exp + `,"x":{"sub":"b","sub":"c"}}`, ""},
+		{`{"alg":"HS256"}`, `{"sub":"alice",` + exp + `,"x":["sub","sub",{"sub":1}]}`, ""},
+		{`{"alg":"HS256"}`, `{"sub":"a,\"sub\":\"b\\",` + exp + `}`, ""},
+		{`{"alg":"HS256","x":{"alg":"none","crit":[]}}`, `{"sub":"alice",` + exp + `}`, ""},
+		{`{"alg":"HS256"}`, `{"sub":"alice",` + exp + `,"exp":1}`, "the token's claims have a member name twice"},
+		{`{"alg":"HS256"}`, `{"sub":"alice","sub":"alice",` + exp + `}`, "the token's claims have a member name twice"},
+		{`{"alg":"HS256"}`, `{ "sub" : "alice" , "sub" : "bob" , ` + exp + `}`, "the token's claims have a member name twice"},
+		{`{"alg":"HS256","typ":"JWT","typ":"JWT"}`, `{"sub":"alice",` + exp + `}`, "the token's header has a member name twice"},
+		{`{"alg":"HS256","crit":null}`, `{"sub":"alice",` + exp + `}`, "the token has critical header parameters"},
+		{`{"alg":"HS256"}`, `{"sub":"alice",` + exp + `} {}`, "the token's claims are not base64url JSON"},
+		{`{"alg":"HS256"}`, `{"sub":"alice",` + exp + `,}`, "the token's claims are not base64url JSON"},
+		{`{"alg":"HS256"}`, `{"sub":["alice"],` + exp + `}`, "the token's claims are not base64url JSON"},
+		{`{"alg":"HS256"}`, `{"sub":"alice","EXP":1800000060}`, "the token has no exp"},
+		{`{"alg":["HS256"]}`, `{"sub":"alice",` + exp + `}`, "the token's alg is not accepted"},
+	} {
+		_, err := a.verify(signJSON(c.header, c.claims), now)
+		if got := errString(err); got != c.want {
+			t.Errorf("%s.%s: %q, want %q", c.header, c.claims, got, c.want)
 		}
 	}
 }
@@ -554,6 +733,11 @@ func TestBadConfigurationIsRefused(t *testing.T) {
 		{mustJSON(map[string]string{"rs256_public_key": pkixPEM(&smallKey.PublicKey)}), "the key has 1024 bits"},
 		{mustJSON(map[string]string{"rs256_public_key": string(pem.EncodeToMemory(&pem.Block{Type: "RSA PUBLIC KEY", Bytes: ecDER}))}), "not a DER RSA public key"},
 		{mustJSON(map[string]string{"rs256_public_key": pkcs1PEM(&rsa.PublicKey{N: rsaKey.N, E: 65536})}), "public exponent"},
+		// A key of the right size that crypto/rsa cannot verify with would
+		// refuse every token.
+		{mustJSON(map[string]string{"rs256_public_key": pkcs1PEM(&rsa.PublicKey{N: new(big.Int).SetBit(rsaKey.N, 0, 0), E: 65537})}),
+			"rs256_public_key cannot verify signatures"},
+		{`{"api_keys": {"k": " c"}}`, `the client name " c" is empty or has control characters or surrounding whitespace`},
 	} {
 		err := sdktest.ConfigError(c.config, sdktest.Suite{})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -586,6 +770,30 @@ func TestShortSecretWarns(t *testing.T) {
 		t.Errorf("no warning in %q", logs)
 	}
 	sdktest.Run(t, suite)
+}
+
+// Tokens without an audience to check are taken, with a warning in the log.
+func TestNoAudienceWarns(t *testing.T) {
+	t.Parallel()
+	const warning = "audience is not set"
+	for _, c := range []struct {
+		config string
+		warns  bool
+	}{
+		{mustJSON(map[string]string{"hs256_secret": string(hsSecret)}), true},
+		{mustJSON(map[string]string{"rs256_public_key": pkixPEM(&rsaKey.PublicKey)}), true},
+		{mustJSON(map[string]any{"hs256_secret": string(hsSecret), "issuer": "https://idp.example"}), true},
+		{mustJSON(map[string]any{"hs256_secret": string(hsSecret), "audience": "api"}), false},
+		{`{"api_keys": ["k"]}`, false},
+	} {
+		logs, err := sdktest.ConfigLogs(sdktest.Suite{Config: c.config})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(strings.Join(logs, "\n"), warning); got != c.warns {
+			t.Errorf("%.60s: logs %q; want a warning %t", c.config, logs, c.warns)
+		}
+	}
 }
 
 // The example Caddyfile works as shipped: its API key gets in, nothing else
