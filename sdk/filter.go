@@ -39,8 +39,10 @@
 // example, should decode its types once there, so requests do not each pay
 // for building its caches (about 1 ms in Wasm).
 //
-// The SDK leaves out fmt, reflect and encoding/json so that a filter's module
-// stays close to the Go runtime's own size; see BENCHMARKS.md.
+// The SDK leaves out fmt, reflect, time and encoding/json so that a
+// filter's module stays close to the Go runtime's own size; see
+// BENCHMARKS.md. Now and RandomBytes give the host's clock and randomness
+// without package time (270 KB) or crypto/rand (580 KB).
 package sdk
 
 import "github.com/sluice-edge/sluice/sdk/internal/abi"

@@ -4,8 +4,11 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/sluice-edge/sluice/sdk"
 	"github.com/sluice-edge/sluice/sdk/internal/conformance"
@@ -65,6 +68,14 @@ var suite = sdktest.Suite{
 		Name:    "a request with a body does not end with its headers",
 		Request: sdktest.Request{Method: "POST", Path: "/end", Body: []byte("x")},
 		Check:   wantUpstreamHeader("X-End", "false"),
+	}, {
+		Name:    "randomness and the clock are the host's",
+		Request: sdktest.Request{Path: "/random"},
+		Check:   checkRandomAndNow,
+	}, {
+		Name:    "randomness differs between requests",
+		Request: sdktest.Request{Path: "/random"},
+		Check:   checkRandomAndNow,
 	}, {
 		Name:    "the whole map is read and replaced",
 		Request: sdktest.Request{Path: "/setall", Header: http.Header{"X-Drop": {"1"}, "X-Keep": {"1"}}},
@@ -172,6 +183,26 @@ func init() {
 		}
 	}
 }
+
+// checkRandomAndNow checks /random's answer: 16 random bytes unlike the
+// previous request's (a snapshot must not freeze them), and the real time.
+func checkRandomAndNow(t *testing.T, r *sdktest.Result) {
+	t.Helper()
+	random := r.Upstream.Header.Get("X-Random")
+	if len(random) != 32 || random == strings.Repeat("0", 32) {
+		t.Errorf("x-random %q", random)
+	}
+	if previous, _ := lastRandom.Swap(random).(string); previous == random {
+		t.Errorf("x-random %q again", random)
+	}
+	now, _ := strconv.ParseInt(r.Upstream.Header.Get("X-Now"), 10, 64)
+	if d := time.Since(time.Unix(now, 0)); d < -time.Minute || d > time.Minute {
+		t.Errorf("x-now is %v off", d)
+	}
+}
+
+// lastRandom is the x-random the previous /random request got.
+var lastRandom atomic.Value
 
 func wantUpstreamHeader(name, want string) func(*testing.T, *sdktest.Result) {
 	return func(t *testing.T, r *sdktest.Result) {

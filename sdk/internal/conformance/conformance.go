@@ -100,6 +100,18 @@ func (f *filter) OnRequestHeaders(s *sdk.Stream, end bool) sdk.Action {
 			return s.Respond(500, nil, []byte("metric: "+err.Error()))
 		}
 		_ = req.Set("x-hits", itoa(int(v)))
+	case "/random":
+		var b [16]byte
+		if err := sdk.RandomBytes(b[:]); err != nil {
+			return s.Respond(500, nil, []byte("random: "+err.Error()))
+		}
+		const hex = "0123456789abcdef"
+		out := make([]byte, 0, 32)
+		for _, c := range b {
+			out = append(out, hex[c>>4], hex[c&15])
+		}
+		_ = req.Set("x-random", string(out))
+		_ = req.Set("x-now", itoa(int(sdk.Now()/1e9)))
 	case "/end":
 		_ = req.Set("x-end", boolText(end))
 	case "/log":
