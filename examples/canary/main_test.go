@@ -273,6 +273,9 @@ func TestRoutingInCaddy(t *testing.T) {
 			}
 		}
 	}
+	// Each user's route is checked exactly above; this checks the test's
+	// own data, that its users spread over both routes as the percentage
+	// says, so the test exercises both.
 	if share := canaries * 100 / users; share < percent/2 || share > percent*3/2 {
 		t.Errorf("%d of %d users (%d%%) went canary at percent %d", canaries, users, share, percent)
 	}

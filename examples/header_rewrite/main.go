@@ -14,6 +14,7 @@ package main
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 
 	"github.com/sluice-edge/sluice/sdk"
@@ -90,14 +91,7 @@ func parse(config string) (*rules, error) {
 }
 
 func lineError(n int, msg string) error {
-	return errors.New("line " + itoa(n+1) + ": " + msg)
-}
-
-func itoa(n int) string {
-	if n < 10 {
-		return string(rune('0' + n))
-	}
-	return itoa(n/10) + string(rune('0'+n%10))
+	return errors.New("line " + strconv.Itoa(n+1) + ": " + msg)
 }
 
 func (r *rules) OnRequestHeaders(s *sdk.Stream, _ bool) sdk.Action {

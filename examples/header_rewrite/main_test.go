@@ -1,7 +1,10 @@
 package main
 
 import (
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 
@@ -13,12 +16,14 @@ var suite = sdktest.Suite{
 request set x-served-by sluice
 request remove x-debug
 request rename x-user x-client-user
+request add x-tag edge
 response add cache-control no-transform
+response rename x-upstream-id x-origin-id
 security_headers`,
 	Cases: []sdktest.Case{{
 		Name: "request headers set, removed and renamed",
 		Request: sdktest.Request{Header: http.Header{
-			"X-Served-By": {"client"}, "X-Debug": {"1"}, "X-User": {"ann"},
+			"X-Served-By": {"client"}, "X-Debug": {"1"}, "X-User": {"ann"}, "X-Tag": {"client"},
 		}},
 		Check: func(t *testing.T, r *sdktest.Result) {
 			got := r.Upstream.Header
@@ -31,6 +36,9 @@ security_headers`,
 			if got.Get("X-Client-User") != "ann" {
 				t.Errorf("x-client-user = %q", got.Get("X-Client-User"))
 			}
+			if v := got.Values("X-Tag"); strings.Join(v, ",") != "client,edge" {
+				t.Errorf("x-tag = %q, want the client's value and edge", v)
+			}
 		},
 	}, {
 		Name: "security headers replace the upstream's",
@@ -39,6 +47,7 @@ security_headers`,
 			w.Header().Set("X-Powered-By", "php")
 			w.Header().Set("X-Frame-Options", "ALLOW")
 			w.Header().Set("Cache-Control", "max-age=60")
+			w.Header().Set("X-Upstream-Id", "u7")
 			_, _ = w.Write([]byte("hello"))
 		},
 		Check: func(t *testing.T, r *sdktest.Result) {
@@ -50,6 +59,8 @@ security_headers`,
 				"Referrer-Policy":           "strict-origin-when-cross-origin",
 				"Server":                    "",
 				"X-Powered-By":              "",
+				"X-Upstream-Id":             "",
+				"X-Origin-Id":               "u7",
 			} {
 				if got := h.Get(name); got != want {
 					t.Errorf("%s = %q, want %q", name, got, want)
@@ -86,5 +97,39 @@ func TestBadConfigurationIsRefused(t *testing.T) {
 	}
 	if err := sdktest.ConfigError(suite.Config, suite); err != nil {
 		t.Errorf("the suite's config: %v", err)
+	}
+}
+
+// The example Caddyfile works as shipped, with the module built from here.
+func TestExampleCaddyfile(t *testing.T) {
+	t.Parallel()
+	text, err := os.ReadFile("Caddyfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Server", "upstream/1.0")
+		_, _ = io.WriteString(w, "x-served-by: "+r.Header.Get("X-Served-By"))
+	}))
+	defer upstream.Close()
+	site := sdktest.FreeAddr(t)
+	caddyfile := strings.NewReplacer(
+		":8080 {", "{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}\n\nhttp://"+site+" {",
+		"wasm_filter header_rewrite.wasm", "wasm_filter "+sdktest.Build(t, "."),
+		"localhost:9000", upstream.Listener.Addr().String(),
+	).Replace(string(text))
+	if strings.Contains(caddyfile, "localhost:9000") || strings.Contains(caddyfile, ":8080") {
+		t.Fatalf("the Caddyfile changed shape; the test's substitutions missed:\n%s", caddyfile)
+	}
+	log := sdktest.StartCaddy(t, caddyfile, site)
+	resp, err := http.Get("http://" + site + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "x-served-by: sluice" || resp.Header.Get("Server") != "" ||
+		resp.Header.Get("X-Frame-Options") != "DENY" || resp.Header.Get("Cache-Control") != "no-transform" {
+		t.Errorf("got %q with headers %v\n%s", body, resp.Header, log.String())
 	}
 }

@@ -111,7 +111,7 @@ func defineCounter(p *sdk.Plugin, name string) counter {
 }
 
 func parse(config string) (*limiter, error) {
-	l := &limiter{buckets: defaultBuckets, rejected: sdk.Counter{}, failedOpen: sdk.Counter{}}
+	l := &limiter{buckets: defaultBuckets}
 	seen := map[string]bool{}
 	for n, line := range strings.Split(config, "\n") {
 		if i := strings.IndexByte(line, '#'); i >= 0 {
@@ -280,7 +280,10 @@ func (r *request) OnRequestHeaders(s *sdk.Stream, _ bool) sdk.Action {
 	if l.header != "" {
 		header = s.RequestHeaders().Get(l.header)
 	}
-	addr, _ := s.Property("source.address")
+	var addr []byte
+	if header == "" {
+		addr, _ = s.Property("source.address")
+	}
 	allowed, tokens := l.admit(s, clientKey(header, string(addr)))
 	if allowed {
 		r.remaining = int(tokens)

@@ -153,22 +153,24 @@ var ipSuite = sdktest.Suite{
 	Config:    "rate 0.01\nburst 2\nkey ip\nbuckets 16",
 	Configure: testConfigure,
 	Cases: []sdktest.Case{
-		{Name: "key a", Request: withKey("a"), Check: func(t *testing.T, r *sdktest.Result) {
-			if r.Response.Status != 200 || r.Response.Header.Get("X-Ratelimit-Remaining") != "1" {
-				t.Errorf("status %d, remaining %q; want 200, 1", r.Response.Status, r.Response.Header.Get("X-Ratelimit-Remaining"))
-			}
-		}},
-		{Name: "key b, same IP", Request: withKey("b"), Check: func(t *testing.T, r *sdktest.Result) {
-			if r.Response.Status != 200 || r.Response.Header.Get("X-Ratelimit-Remaining") != "0" {
-				t.Errorf("status %d, remaining %q; want 200, 0", r.Response.Status, r.Response.Header.Get("X-Ratelimit-Remaining"))
-			}
-		}},
-		{Name: "key c, same IP", Request: withKey("c"), Check: func(t *testing.T, r *sdktest.Result) {
-			if r.Response.Status != 429 || r.Upstream != nil {
-				t.Errorf("status %d, upstream reached %v; want 429", r.Response.Status, r.Upstream != nil)
-			}
-		}},
+		{Name: "key a", Request: withKey("a"), Check: statusRemaining(200, "1")},
+		{Name: "key b, same IP", Request: withKey("b"), Check: statusRemaining(200, "0")},
+		{Name: "key c, same IP", Request: withKey("c"), Check: statusRemaining(429, "0")},
 	},
+}
+
+// statusRemaining checks the status and x-ratelimit-remaining, and that a
+// refused request did not reach the upstream.
+func statusRemaining(status int, remaining string) func(*testing.T, *sdktest.Result) {
+	return func(t *testing.T, r *sdktest.Result) {
+		t.Helper()
+		if got := r.Response.Header.Get("X-Ratelimit-Remaining"); r.Response.Status != status || got != remaining {
+			t.Errorf("status %d, remaining %q; want %d, %s", r.Response.Status, got, status, remaining)
+		}
+		if status == 429 && r.Upstream != nil {
+			t.Error("the upstream was reached")
+		}
+	}
 }
 
 func TestKeyIP(t *testing.T) {
