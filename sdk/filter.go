@@ -68,7 +68,8 @@ const (
 type Configure func(p *Plugin) (NewFilter, error)
 
 // NewFilter makes the Filter for one request. A filter without per-request
-// state may return the same value every time.
+// state may return the same value every time. The SDK also calls it once
+// while configuring, to check the Filter has phase methods.
 type NewFilter func() Filter
 
 // Filter is a value with any of the On... methods below.

@@ -29,13 +29,35 @@ func bytesPtr(b []byte) (*byte, uint32) {
 	return &b[0], uint32(len(b))
 }
 
-// returned calls f with slots for a buffer the host returns, and returns
-// that buffer (which the host allocated through proxy_on_memory_allocate).
+// pairsPtr serializes header pairs for the host; no pairs is no buffer.
+func pairsPtr(pairs [][2]string) (*byte, uint32) {
+	if len(pairs) == 0 {
+		return nil, 0
+	}
+	return bytesPtr(abi.EncodePairs(pairs))
+}
+
+// slot holds what host functions write back. Locals passed to an import
+// escape to the heap (the imports cannot be //go:noescape: the host calls
+// proxy_on_memory_allocate during them, which may move the stack), so one
+// package-level slot spares an allocation per value on every call. An
+// instance runs one callback at a time, and proxy_on_memory_allocate does
+// not touch it.
+var slot struct {
+	data *byte
+	size uint32
+	u32  uint32
+	u64  uint64
+}
+
+// returned calls f with the slots for a buffer the host returns, and
+// returns that buffer (which the host allocated through
+// proxy_on_memory_allocate, so it is the module's own).
 func returned(f func(data unsafe.Pointer, size *uint32) abi.Status) ([]byte, abi.Status) {
-	var data *byte
-	var size uint32
-	st := f(unsafe.Pointer(&data), &size)
-	b := bytesAt(data, size)
+	slot.data, slot.size = nil, 0
+	st := f(unsafe.Pointer(&slot.data), &slot.size)
+	b := bytesAt(slot.data, slot.size)
+	slot.data = nil
 	unpin()
 	return b, st
 }
@@ -45,14 +67,14 @@ func (wasmHost) Log(level uint32, msg string) abi.Status {
 	return proxyLog(level, p, n)
 }
 
-func (wasmHost) GetProperty(path []string) ([]byte, abi.Status) {
+func (wasmHost) GetProperty(path string) ([]byte, abi.Status) {
 	p, n := bytesPtr(abi.EncodePath(path))
 	return returned(func(data unsafe.Pointer, size *uint32) abi.Status {
 		return proxyGetProperty(p, n, data, size)
 	})
 }
 
-func (wasmHost) SetProperty(path []string, value []byte) abi.Status {
+func (wasmHost) SetProperty(path string, value []byte) abi.Status {
 	p, n := bytesPtr(abi.EncodePath(path))
 	v, vn := bytesPtr(value)
 	return proxySetProperty(p, n, v, vn)
@@ -73,7 +95,7 @@ func (wasmHost) GetHeaderMapPairs(m abi.MapType) ([][2]string, abi.Status) {
 }
 
 func (wasmHost) SetHeaderMapPairs(m abi.MapType, pairs [][2]string) abi.Status {
-	p, n := bytesPtr(abi.EncodePairs(pairs))
+	p, n := pairsPtr(pairs)
 	return proxySetHeaderMapPairs(m, p, n)
 }
 
@@ -82,7 +104,10 @@ func (wasmHost) GetHeaderMapValue(m abi.MapType, name string) (string, abi.Statu
 	v, st := returned(func(data unsafe.Pointer, size *uint32) abi.Status {
 		return proxyGetHeaderMapValue(m, k, kn, data, size)
 	})
-	return string(v), st
+	if len(v) == 0 {
+		return "", st
+	}
+	return unsafe.String(&v[0], len(v)), st
 }
 
 func (wasmHost) ReplaceHeaderMapValue(m abi.MapType, name, value string) abi.Status {
@@ -116,7 +141,7 @@ func (wasmHost) SetBufferBytes(b abi.BufferType, start, size int, data []byte) a
 func (wasmHost) SendLocalResponse(status uint32, details string, body []byte, headers [][2]string) abi.Status {
 	d, dn := stringPtr(details)
 	b, bn := bytesPtr(body)
-	h, hn := bytesPtr(abi.EncodePairs(headers))
+	h, hn := pairsPtr(headers)
 	return proxySendLocalResponse(status, d, dn, b, bn, h, hn, -1)
 }
 
@@ -126,11 +151,10 @@ func (wasmHost) SetEffectiveContext(id uint32) abi.Status { return proxySetEffec
 
 func (wasmHost) GetSharedData(key string) ([]byte, uint32, abi.Status) {
 	k, kn := stringPtr(key)
-	var cas uint32
 	v, st := returned(func(data unsafe.Pointer, size *uint32) abi.Status {
-		return proxyGetSharedData(k, kn, data, size, &cas)
+		return proxyGetSharedData(k, kn, data, size, &slot.u32)
 	})
-	return v, cas, st
+	return v, slot.u32, st
 }
 
 func (wasmHost) SetSharedData(key string, value []byte, cas uint32) abi.Status {
@@ -141,19 +165,17 @@ func (wasmHost) SetSharedData(key string, value []byte, cas uint32) abi.Status {
 
 func (wasmHost) DispatchHTTPCall(upstream string, headers [][2]string, body []byte, trailers [][2]string, timeoutMillis uint32) (uint32, abi.Status) {
 	u, un := stringPtr(upstream)
-	h, hn := bytesPtr(abi.EncodePairs(headers))
+	h, hn := pairsPtr(headers)
 	b, bn := bytesPtr(body)
-	t, tn := bytesPtr(abi.EncodePairs(trailers))
-	var token uint32
-	st := proxyHTTPCall(u, un, h, hn, b, bn, t, tn, timeoutMillis, &token)
-	return token, st
+	t, tn := pairsPtr(trailers)
+	st := proxyHTTPCall(u, un, h, hn, b, bn, t, tn, timeoutMillis, &slot.u32)
+	return slot.u32, st
 }
 
 func (wasmHost) DefineMetric(t abi.MetricType, name string) (uint32, abi.Status) {
 	n, nn := stringPtr(name)
-	var id uint32
-	st := proxyDefineMetric(t, n, nn, &id)
-	return id, st
+	st := proxyDefineMetric(t, n, nn, &slot.u32)
+	return slot.u32, st
 }
 
 func (wasmHost) IncrementMetric(id uint32, delta int64) abi.Status {
@@ -163,9 +185,8 @@ func (wasmHost) IncrementMetric(id uint32, delta int64) abi.Status {
 func (wasmHost) RecordMetric(id uint32, value uint64) abi.Status { return proxyRecordMetric(id, value) }
 
 func (wasmHost) GetMetric(id uint32) (uint64, abi.Status) {
-	var v uint64
-	st := proxyGetMetric(id, &v)
-	return v, st
+	st := proxyGetMetric(id, &slot.u64)
+	return slot.u64, st
 }
 
 //go:wasmimport env proxy_log

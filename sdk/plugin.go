@@ -33,7 +33,7 @@ func (p *Plugin) Log(level Level, msg string) { p.host.Log(uint32(level), msg) }
 // "request.path", "source.address" or "plugin_name". ok is false if the
 // host has no such property.
 func (p *Plugin) Property(path string) (value []byte, ok bool) {
-	v, st := p.host.GetProperty(splitPath(path))
+	v, st := p.host.GetProperty(path)
 	return v, st == abi.OK
 }
 
@@ -41,7 +41,7 @@ func (p *Plugin) Property(path string) (value []byte, ok bool) {
 // steers routing this way: SetProperty("route", "canary") is read in the
 // Caddyfile as {http.wasm_filter.route}.
 func (p *Plugin) SetProperty(path, value string) error {
-	return errorOf(p.host.SetProperty(splitPath(path), []byte(value)))
+	return errorOf(p.host.SetProperty(path, []byte(value)))
 }
 
 // SharedData reads key from the data the filter's tenant shares across
@@ -134,21 +134,4 @@ func (m metric) record(v uint64) error {
 		return nil
 	}
 	return errorOf(m.host.RecordMetric(m.id, v))
-}
-
-// splitPath splits a dot-separated property path into its segments
-// (strings.Split, without package strings, which adds 37 KB to a filter).
-func splitPath(path string) []string {
-	segments := make([]string, 0, 2)
-	for {
-		i := 0
-		for i < len(path) && path[i] != '.' {
-			i++
-		}
-		segments = append(segments, path[:i])
-		if i == len(path) {
-			return segments
-		}
-		path = path[i+1:]
-	}
 }

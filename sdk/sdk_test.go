@@ -4,9 +4,11 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
@@ -143,11 +145,11 @@ var suite = sdktest.Suite{
 	}, {
 		Name:    "metrics count across requests",
 		Request: sdktest.Request{Path: "/metrics"},
-		Check:   wantUpstreamHeader("X-Hits", "2"),
+		Check:   wantMetrics("2"),
 	}, {
 		Name:    "metrics count across requests, again",
 		Request: sdktest.Request{Path: "/metrics"},
-		Check:   wantUpstreamHeader("X-Hits", "4"),
+		Check:   wantMetrics("4"),
 	}, {
 		Name:    "a paused request body is buffered whole and replaced",
 		Request: sdktest.Request{Method: "POST", Path: "/body", Body: []byte(strings.Repeat("abc-", 5000)), ChunkSize: 4096},
@@ -184,6 +186,23 @@ func init() {
 	}
 }
 
+// wantMetrics checks /metrics's answer: the counter at hits, a gauge set
+// and moved, a histogram recorded, and OnDone having counted the requests
+// before (at least the one just before the previous one has ended).
+func wantMetrics(hits string) func(*testing.T, *sdktest.Result) {
+	return func(t *testing.T, r *sdktest.Result) {
+		t.Helper()
+		wantUpstreamHeader("X-Hits", hits)(t, r)
+		h := r.Upstream.Header
+		if h.Get("X-Gauge") != "5" || h.Get("X-Histogram") != "<nil>" {
+			t.Errorf("gauge %q, histogram %q; want 5, <nil>", h.Get("X-Gauge"), h.Get("X-Histogram"))
+		}
+		if done, _ := strconv.Atoi(h.Get("X-Done")); done < 1 {
+			t.Errorf("x-done %q: OnDone did not run", h.Get("X-Done"))
+		}
+	}
+}
+
 // checkRandomAndNow checks /random's answer: 16 random bytes unlike the
 // previous request's (a snapshot must not freeze them), and the real time.
 func checkRandomAndNow(t *testing.T, r *sdktest.Result) {
@@ -192,7 +211,8 @@ func checkRandomAndNow(t *testing.T, r *sdktest.Result) {
 	if len(random) != 32 || random == strings.Repeat("0", 32) {
 		t.Errorf("x-random %q", random)
 	}
-	if previous, _ := lastRandom.Swap(random).(string); previous == random {
+	run, _, _ := strings.Cut(t.Name(), "/")
+	if previous, _ := lastRandom.Swap(run, random); previous == random {
 		t.Errorf("x-random %q again", random)
 	}
 	now, _ := strconv.ParseInt(r.Upstream.Header.Get("X-Now"), 10, 64)
@@ -201,8 +221,9 @@ func checkRandomAndNow(t *testing.T, r *sdktest.Result) {
 	}
 }
 
-// lastRandom is the x-random the previous /random request got.
-var lastRandom atomic.Value
+// lastRandom is the x-random the previous /random request of each test
+// (they run in parallel) got.
+var lastRandom sync.Map
 
 func wantUpstreamHeader(name, want string) func(*testing.T, *sdktest.Result) {
 	return func(t *testing.T, r *sdktest.Result) {
@@ -273,4 +294,21 @@ func TestConformanceInCaddySharedIsolation(t *testing.T) {
 	s := suite
 	s.Options = "isolation shared"
 	sdktest.RunCaddy(t, sdktest.Build(t, "internal/conformance/cmd"), s)
+}
+
+// The SDK stays lean: built for Wasm it brings none of the packages that
+// grow a filter's module (see BENCHMARKS.md).
+func TestNoHeavyDependencies(t *testing.T) {
+	cmd := exec.Command("go", "list", "-deps", ".")
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		switch dep {
+		case "fmt", "reflect", "strings", "strconv", "time", "encoding/binary", "encoding/json", "crypto/rand":
+			t.Errorf("the SDK depends on %s", dep)
+		}
+	}
 }

@@ -24,7 +24,6 @@ type vm struct {
 	roots     map[uint32]*root
 	streams   map[uint32]*Stream
 	calls     map[uint32]pendingCall // by token
-	warned    bool                   // about a Filter without phase methods
 }
 
 // root is a root context: a configured plugin.
@@ -59,10 +58,6 @@ func (v *vm) ContextCreate(id, parent uint32) {
 	s := &Stream{Plugin: r.plugin, vm: v, id: id}
 	if r.newFilter != nil {
 		s.filter = r.newFilter()
-		if !v.warned && !isFilter(s.filter) {
-			v.warned = true
-			s.Log(LevelWarn, "sluice sdk: the Filter has no On... method with the SDK's signatures, so it sees nothing")
-		}
 	} else {
 		s.filter = unconfigured{}
 	}
@@ -120,6 +115,11 @@ func (v *vm) Configure(id uint32, size int) bool {
 		return false
 	}
 	r.newFilter = newFilter
+	// Checked once here (it makes one Filter more) rather than per request:
+	// under Sluice every request starts from this point.
+	if !isFilter(newFilter()) {
+		v.host.Log(uint32(LevelWarn), "sluice sdk: the Filter has no On... method with the SDK's signatures, so it sees nothing")
+	}
 	return true
 }
 

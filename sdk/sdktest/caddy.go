@@ -80,6 +80,9 @@ http://%s {
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
 	for _, c := range s.Cases {
 		t.Run(c.Name, func(t *testing.T) {
+			if c.Check == nil {
+				t.Fatal("case has no Check")
+			}
 			r, err := up.exchange(c, func() (*http.Response, error) {
 				return client.Do(clientRequest(t, site, c.Request))
 			})
@@ -92,9 +95,6 @@ http://%s {
 					r.Properties[name] = r.Upstream.Header.Get(propertyHeader + name)
 					r.Upstream.Header.Del(propertyHeader + name)
 				}
-			}
-			if c.Check == nil {
-				t.Fatal("case has no Check")
 			}
 			c.Check(t, r)
 			if t.Failed() {
@@ -129,10 +129,7 @@ func (u *caseUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (u *caseUpstream) exchange(c Case, send func() (*http.Response, error)) (*Result, error) {
 	u.mu.Lock()
-	u.handler, u.got, u.body = c.Upstream, nil, nil
-	if u.handler == nil {
-		u.handler = defaultUpstream
-	}
+	u.handler, u.got, u.body = c.handler(), nil, nil
 	u.mu.Unlock()
 
 	resp, err := send()
@@ -154,13 +151,7 @@ func (u *caseUpstream) exchange(c Case, send func() (*http.Response, error)) (*R
 }
 
 func clientRequest(t *testing.T, site string, r Request) *http.Request {
-	method, path := r.Method, r.Path
-	if method == "" {
-		method = http.MethodGet
-	}
-	if path == "" {
-		path = "/"
-	}
+	method, path := r.methodPath()
 	req, err := http.NewRequest(method, "http://"+site+path, bytes.NewReader(r.Body))
 	if err != nil {
 		t.Fatal(err)

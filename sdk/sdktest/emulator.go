@@ -47,8 +47,7 @@ type host struct {
 	maps    map[abi.MapType][][2]string
 	buffers map[abi.BufferType][]byte
 
-	frozen          map[abi.MapType]bool // header maps already sent on
-	responseStarted bool                 // the response headers went to the client
+	frozen map[abi.MapType]bool // header maps already sent on; the response's means it started
 
 	local   *Response // a local response the filter sent
 	resumed map[abi.StreamType]bool
@@ -73,7 +72,7 @@ func newHost(s *store, allowed map[string]bool) *host {
 // reset readies the host for a new request: the plugin's configuration,
 // shared data and metrics stay.
 func (h *host) reset() {
-	h.logs, h.local, h.calls, h.responseStarted = nil, nil, nil, false
+	h.logs, h.local, h.calls = nil, nil, nil
 	h.maps = map[abi.MapType][][2]string{}
 	h.frozen = map[abi.MapType]bool{}
 	h.resumed = map[abi.StreamType]bool{}
@@ -93,9 +92,6 @@ func (h *host) reset() {
 // the response headers are gone a local response is too late.
 func (h *host) sent(m abi.MapType) {
 	h.frozen[m] = true
-	if m == abi.ResponseHeaders {
-		h.responseStarted = true
-	}
 }
 
 // writable is the status of a change to map m: NOT_FOUND if it does not
@@ -121,8 +117,8 @@ func (h *host) Log(level uint32, msg string) abi.Status {
 	return abi.OK
 }
 
-func (h *host) GetProperty(path []string) ([]byte, abi.Status) {
-	if v, ok := h.props[strings.Join(path, ".")]; ok {
+func (h *host) GetProperty(path string) ([]byte, abi.Status) {
+	if v, ok := h.props[path]; ok {
 		return v, abi.OK
 	}
 	return nil, abi.NotFound
@@ -134,11 +130,11 @@ var hostProperties = map[string]bool{"request": true, "source": true, "destinati
 	"connection": true, "upstream": true, "response": true, "node": true,
 	"plugin_name": true, "plugin_root_id": true, "plugin_vm_id": true}
 
-func (h *host) SetProperty(path []string, value []byte) abi.Status {
-	if len(path) == 0 || hostProperties[path[0]] {
+func (h *host) SetProperty(path string, value []byte) abi.Status {
+	if first, _, _ := strings.Cut(path, "."); path == "" || hostProperties[first] {
 		return abi.BadArgument
 	}
-	h.props[strings.Join(path, ".")] = append([]byte(nil), value...)
+	h.props[path] = append([]byte(nil), value...)
 	return abi.OK
 }
 
@@ -260,7 +256,7 @@ const maxBodySize = 10 << 20
 // one after the response started, a status outside 200-599, a body over
 // max_body_size, headers HTTP cannot carry.
 func (h *host) SendLocalResponse(status uint32, _ string, body []byte, headers [][2]string) abi.Status {
-	if h.local != nil || h.responseStarted || status < 200 || status > 599 ||
+	if h.local != nil || h.frozen[abi.ResponseHeaders] || status < 200 || status > 599 ||
 		len(body) > maxBodySize || !validPairs(headers) {
 		return abi.BadArgument
 	}

@@ -79,11 +79,7 @@ func configured(s Suite) (*emulation, error) {
 	}
 	h := newHost(&store{data: map[string]sharedValue{}}, allowed)
 	h.buffers[abi.PluginConfiguration] = []byte(s.Config)
-	var configure any
-	if s.Configure != nil {
-		configure = s.Configure
-	}
-	vm := abi.NewVM(h, configure)
+	vm := abi.NewVM(h, s.Configure) // nil: the registered one
 	vm.ContextCreate(rootID, 0)
 	vm.VMStart(rootID, 0)
 	if !vm.Configure(rootID, len(s.Config)) {
@@ -117,13 +113,7 @@ func (e *emulation) request(c Case) (*Result, error) {
 // back, in Sluice's order.
 func (e *emulation) exchange(c Case) (*Result, error) {
 	req := c.Request
-	method, path := req.Method, req.Path
-	if method == "" {
-		method = http.MethodGet
-	}
-	if path == "" {
-		path = "/"
-	}
+	method, path := req.methodPath()
 	h := e.host
 	urlPath, query, _ := strings.Cut(path, "?")
 	for k, v := range map[string]string{
@@ -151,12 +141,8 @@ func (e *emulation) exchange(c Case) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	handler := c.Upstream
-	if handler == nil {
-		handler = defaultUpstream
-	}
 	rec := &chunkRecorder{ResponseRecorder: httptest.NewRecorder()}
-	handler(rec, upstreamReq)
+	c.handler()(rec, upstreamReq)
 	respHeader := rec.Header()
 	if !rec.flushed && respHeader.Get("Content-Length") == "" && rec.Body.Len() < 2048 {
 		// What Go's server (the upstream in Caddy) does for a short

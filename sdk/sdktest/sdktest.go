@@ -115,6 +115,26 @@ type Response struct {
 	Body   []byte
 }
 
+// methodPath is the request's method and path, GET and / if unset.
+func (r Request) methodPath() (method, path string) {
+	method, path = r.Method, r.Path
+	if method == "" {
+		method = http.MethodGet
+	}
+	if path == "" {
+		path = "/"
+	}
+	return method, path
+}
+
+// handler is the case's upstream, or the default one.
+func (c Case) handler() http.HandlerFunc {
+	if c.Upstream == nil {
+		return defaultUpstream
+	}
+	return c.Upstream
+}
+
 func defaultUpstream(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain")
 	_, _ = w.Write([]byte("upstream"))

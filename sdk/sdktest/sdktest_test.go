@@ -1,6 +1,7 @@
 package sdktest
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sluice-edge/sluice/sdk"
+	"github.com/sluice-edge/sluice/sdk/internal/abi"
 )
 
 // waiter is a filter whose request blocks until release is closed.
@@ -269,5 +271,23 @@ func TestValidPairs(t *testing.T) {
 		if got := validPairs([][2]string{pairs}); got != want {
 			t.Errorf("%q: %v, want %v", pairs, got, want)
 		}
+	}
+}
+
+// A host that carries on after the filter refused its configuration (Envoy
+// may) gets a 500 for every request, not the request let through.
+func TestUnconfiguredFilterFailsClosed(t *testing.T) {
+	h := newHost(&store{data: map[string]sharedValue{}}, nil)
+	vm := abi.NewVM(h, sdk.Configure(func(*sdk.Plugin) (sdk.NewFilter, error) {
+		return nil, errors.New("no")
+	}))
+	vm.ContextCreate(rootID, 0)
+	if vm.Configure(rootID, 0) {
+		t.Fatal("the configuration was taken")
+	}
+	vm.ContextCreate(2, rootID)
+	h.maps[abi.RequestHeaders] = [][2]string{{":path", "/"}}
+	if a := vm.RequestHeaders(2, 1, true); a != abi.Pause || h.local == nil || h.local.Status != 500 {
+		t.Errorf("action %d, local response %+v; want a 500", a, h.local)
 	}
 }

@@ -71,8 +71,9 @@ const (
 // Host is the set of Proxy-Wasm host functions the SDK uses.
 type Host interface {
 	Log(level uint32, msg string) Status
-	GetProperty(path []string) ([]byte, Status)
-	SetProperty(path []string, value []byte) Status
+	// Property paths are dot-separated ("request.path").
+	GetProperty(path string) ([]byte, Status)
+	SetProperty(path string, value []byte) Status
 
 	GetHeaderMapPairs(m MapType) ([][2]string, Status)
 	SetHeaderMapPairs(m MapType, pairs [][2]string) Status

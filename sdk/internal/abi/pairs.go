@@ -49,21 +49,17 @@ func DecodePairs(buf []byte) (pairs [][2]string, ok bool) {
 	return pairs, true
 }
 
-// EncodePath serializes a property path: its segments joined by NULs.
-func EncodePath(path []string) []byte {
-	size := 0
-	for _, s := range path {
-		size += len(s) + 1
-	}
-	if size == 0 {
+// EncodePath serializes a dot-separated property path as Proxy-Wasm wants
+// it: its segments joined by NULs.
+func EncodePath(path string) []byte {
+	if path == "" {
 		return nil
 	}
-	buf := make([]byte, 0, size)
-	for i, s := range path {
-		if i > 0 {
-			buf = append(buf, 0)
+	buf := []byte(path)
+	for i, c := range buf {
+		if c == '.' {
+			buf[i] = 0
 		}
-		buf = append(buf, s...)
 	}
 	return buf
 }

@@ -47,10 +47,10 @@ func TestDecodePairsRejectsMalformedInput(t *testing.T) {
 }
 
 func TestEncodePath(t *testing.T) {
-	if got := string(EncodePath([]string{"request", "path"})); got != "request\x00path" {
+	if got := string(EncodePath("request.path")); got != "request\x00path" {
 		t.Errorf("got %q", got)
 	}
-	if got := EncodePath(nil); got != nil {
+	if got := EncodePath(""); got != nil {
 		t.Errorf("empty path: %q", got)
 	}
 }

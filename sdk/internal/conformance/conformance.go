@@ -1,5 +1,5 @@
-// Package conformance is a filter that uses every part of the SDK, chosen
-// by the request path. The SDK's tests run it natively through sdktest and,
+// Package conformance is a filter that uses the SDK's parts a filter uses
+// per request, chosen by the request path. The SDK's tests run it natively through sdktest and,
 // built for wasip1 (cmd/), in a real Caddy, with the same cases: both must
 // agree, which checks the SDK's Wasm glue against the real host and
 // sdktest's emulator against Sluice.
@@ -15,11 +15,25 @@ func Configure(p *sdk.Plugin) (sdk.NewFilter, error) {
 	if string(p.Config()) != "conformance" {
 		return nil, errBadConfig
 	}
-	hits, err := p.Counter("conformance_hits")
-	if err != nil {
-		return nil, err
+	var m metrics
+	var errs [4]error
+	m.hits, errs[0] = p.Counter("conformance_hits")
+	m.done, errs[1] = p.Counter("conformance_done")
+	m.level, errs[2] = p.Gauge("conformance_level")
+	m.sizes, errs[3] = p.Histogram("conformance_sizes")
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
 	}
-	return func() sdk.Filter { return &filter{hits: hits} }, nil
+	return func() sdk.Filter { return &filter{metrics: &m} }, nil
+}
+
+// metrics are the filter's metrics, defined once at configure.
+type metrics struct {
+	hits, done sdk.Counter
+	level      sdk.Gauge
+	sizes      sdk.Histogram
 }
 
 type configError string
@@ -30,7 +44,7 @@ const errBadConfig = configError(`want the configuration "conformance"`)
 
 // filter holds per-request state: a new one per request.
 type filter struct {
-	hits    sdk.Counter
+	*metrics
 	path    string
 	phases  int
 	resumed bool
@@ -100,6 +114,13 @@ func (f *filter) OnRequestHeaders(s *sdk.Stream, end bool) sdk.Action {
 			return s.Respond(500, nil, []byte("metric: "+err.Error()))
 		}
 		_ = req.Set("x-hits", itoa(int(v)))
+		_ = f.level.Set(7)
+		_ = f.level.Add(-2)
+		level, _ := f.level.Value()
+		_ = req.Set("x-gauge", itoa(int(level)))
+		_ = req.Set("x-histogram", errText(f.sizes.Record(42)))
+		done, _ := f.done.Value()
+		_ = req.Set("x-done", itoa(int(done)))
 	case "/random":
 		var b [16]byte
 		if err := sdk.RandomBytes(b[:]); err != nil {
@@ -175,6 +196,9 @@ func (f *filter) OnResponseBody(s *sdk.Stream, body sdk.Body, end bool) sdk.Acti
 	_ = body.Replace(append(b, '!'))
 	return sdk.Continue
 }
+
+// OnDone counts the requests that ended, which /metrics reports.
+func (f *filter) OnDone(*sdk.Stream) { _ = f.done.Add(1) }
 
 // increment adds one to a counter in shared data with compare-and-swap and
 // returns the new value.
