@@ -61,15 +61,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // instance and HTTP context, the request, and the response as the filter
 // sees it. It is the filters.Exchange of the request.
 type stream struct {
-	h       *Handler
-	w       http.ResponseWriter // the writer this handler was given
-	r       *http.Request
-	inst    *filters.Instance
-	release func() // gives inst back when the request is done with it
-	hc      *filters.HTTPContext
-	rw      *responseWriter // wraps w for the next handler
+	h    *Handler
+	w    http.ResponseWriter // the writer this handler was given
+	r    *http.Request
+	inst *filters.Instance
+	hc   *filters.HTTPContext
+	rw   *responseWriter // wraps w for the next handler
 
 	origRequest *requestSnapshot // for fail_open, taken before the filter runs
+	// clientLength is the body length the client announced (-1 unknown): it
+	// sizes the body's read buffer. r.ContentLength follows the filter's
+	// content-length header, which must not shrink the buffer.
+	clientLength int64
 	// The header map as it was before the next handler wrote into it: a
 	// response that replaces the next handler's (a local response, or an
 	// error for Caddy to answer) starts from it, so no upstream header
@@ -183,7 +186,7 @@ func (s *stream) mustAbortNow() bool {
 }
 
 func newStream(h *Handler, w http.ResponseWriter, r *http.Request) *stream {
-	s := &stream{h: h, w: w, r: r, started: time.Now(), props: propertiesOf(r)}
+	s := &stream{h: h, w: w, r: r, started: time.Now(), props: propertiesOf(r), clientLength: r.ContentLength}
 	s.rw = &responseWriter{w: w, s: s}
 	return s
 }
@@ -193,16 +196,16 @@ func (s *stream) start() error {
 	s.trace = startFilterTrace(s.r.Context(), s.h)
 	ctx := s.trace.context(s.r.Context())
 	began := time.Now()
-	inst, release, err := s.h.plugin.Acquire(ctx, s)
+	inst, err := s.h.plugin.Acquire(ctx, s)
 	if err != nil {
 		s.trace.isolateCreated("", began, err)
 		return err
 	}
 	s.h.metrics.isolateCreated(inst.Origin(), time.Since(began))
 	s.trace.isolateCreated(inst.Origin(), began, nil)
-	s.inst, s.release = inst, release
+	s.inst = inst
 	if s.hc, err = inst.NewHTTPContext(ctx, s); err != nil {
-		release()
+		inst.Release()
 		s.inst = nil
 		return err
 	}
@@ -219,7 +222,7 @@ func (s *stream) finish() {
 		s.finishErr = err
 		s.logFailureOnce(err, "ignored: the response is complete")
 	}
-	s.release()
+	s.inst.Release()
 	s.flushOutput()
 	s.report()
 }
@@ -285,7 +288,7 @@ func (s *stream) serve(next caddyhttp.Handler) error {
 // filter. A filter still paused at the end of the body is at fault.
 func (s *stream) holdRequest() (filters.Outcome, error) {
 	r := s.r
-	buf := chunkBuffer(r.ContentLength)
+	buf := chunkBuffer(s.clientLength)
 	var original []byte // for fail_open: the body as the client sent it
 	failed := func(err error) (filters.Outcome, error) {
 		// fail_open forwards the body the filter consumed, then the rest.

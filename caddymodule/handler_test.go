@@ -1162,3 +1162,27 @@ func TestBodyless(t *testing.T) {
 		}
 	}
 }
+
+// A filter that lowers content-length does not shrink the buffer the body
+// is read with: the body still reaches it in a few large chunks, not in
+// thousands of two-byte ones.
+func TestBodyChunksFollowTheClientsLength(t *testing.T) {
+	g := newGuest()
+	g.fn(`(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $replace_header ` + reqHeaders + ` ` + g.str("content-length") + ` ` + g.str("1") + `))
+    (i32.const 0))
+  (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32) (i32.const 0))`)
+	name := "chunks-" + t.Name()
+	h := provisionGuest(t, g, `"name": "`+name+`"`)
+	body := strings.Repeat("x", 20000)
+	if _, err, _ := h.serve(newRequest(http.MethodPost, "/", body), &nextHandler{serve: func(w http.ResponseWriter, r *http.Request) error {
+		_, err := io.Copy(io.Discard, r.Body)
+		return err
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	calls := metricValue(t, h.registry, "caddy_wasm_filter_guest_seconds", map[string]string{"filter": name, "phase": "request_body"})
+	if calls < 1 || calls > 3 {
+		t.Errorf("%v request body callbacks for 20,000 bytes, want 1 to 3", calls)
+	}
+}

@@ -44,7 +44,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 			return b.src.Read(p)
 		}
 		if b.scratch == nil {
-			b.scratch = chunkBuffer(b.s.r.ContentLength)
+			b.scratch = chunkBuffer(b.s.clientLength)
 		}
 		n, err := b.src.Read(b.scratch)
 		endOfStream := err == io.EOF

@@ -188,10 +188,11 @@ func recordFailure(span trace.Span, err error) {
 
 // failureReason is a short, stable label for a failure, "" for none.
 func failureReason(err error) string {
+	if err == nil {
+		return "" // before ge, which escapes: most requests do not fail
+	}
 	var ge *filters.GuestError
 	switch {
-	case err == nil:
-		return ""
 	case errors.As(err, &ge):
 		return ge.Reason()
 	case errors.Is(err, filters.ErrOverloaded):

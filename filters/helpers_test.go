@@ -458,11 +458,11 @@ func (m *pairMap) get(name string) string {
 // lifecycle runs one request through an instance of p (a fresh one, unless
 // p shares instances): request headers, response headers, Finish, release.
 func lifecycle(ctx context.Context, p *Plugin, ex *fakeExchange, numHeaders int) error {
-	inst, release, err := p.Acquire(ctx, ex)
+	inst, err := p.Acquire(ctx, ex)
 	if err != nil {
 		return err
 	}
-	defer release()
+	defer inst.Release()
 	hc, err := inst.NewHTTPContext(ctx, ex)
 	if err != nil {
 		return err

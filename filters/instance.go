@@ -58,8 +58,9 @@ type Instance struct {
 	lastCall      abi.Callback
 	err           *GuestError
 	nextContextID uint32
-	nextCallID    uint32      // of the last outbound call
-	failed        atomic.Bool // err is set: read without the lock
+	nextCallID    uint32          // of the last outbound call
+	failed        atomic.Bool     // err is set: read without the lock
+	slot          *sharedInstance // its shared pool slot; nil for a request's own instance
 }
 
 // role is what an instance is for.

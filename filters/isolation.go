@@ -3,6 +3,7 @@ package filters
 import (
 	"context"
 	"runtime"
+	"slices"
 	"sync"
 )
 
@@ -20,19 +21,25 @@ const (
 	IsolationShared = "shared"
 )
 
-// Acquire returns the instance a request runs in, and the function that
-// gives it back when the request is done: a fresh instance (IsolationRequest)
-// or one of the plugin's shared instances. log receives what a fresh
-// instance logs while it starts.
-func (p *Plugin) Acquire(ctx context.Context, log LogSink) (*Instance, func(), error) {
+// Acquire returns the instance a request runs in, which the request gives
+// back with Release when it is done: a fresh instance (IsolationRequest) or
+// one of the plugin's shared instances. log receives what a fresh instance
+// logs while it starts.
+func (p *Plugin) Acquire(ctx context.Context, log LogSink) (*Instance, error) {
 	if p.shared == nil {
-		inst, err := p.NewInstance(ctx, log)
-		if err != nil {
-			return nil, nil, err
-		}
-		return inst, func() { inst.Close(context.Background()) }, nil
+		return p.NewInstance(ctx, log)
 	}
 	return p.shared.acquire()
+}
+
+// Release gives back an instance Acquire returned: a request's own is
+// closed, a shared one serves one request fewer.
+func (inst *Instance) Release() {
+	if inst.slot == nil {
+		inst.Close(context.Background())
+		return
+	}
+	inst.plugin.shared.release(inst.slot)
 }
 
 // sharedPool is the long-lived instances of a plugin in IsolationShared:
@@ -63,56 +70,54 @@ func newSharedPool(p *Plugin, size int) *sharedPool {
 	return &sharedPool{p: p, ctx: ctx, cancel: cancel, slots: make([]*sharedInstance, size)}
 }
 
-func (sp *sharedPool) acquire() (*Instance, func(), error) {
+func (sp *sharedPool) acquire() (*Instance, error) {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
 	if sp.closed {
-		return nil, nil, errPluginClosed
+		return nil, errPluginClosed
 	}
-	best := 0
-	for i, s := range sp.slots {
-		if s == nil || s.inst.failed.Load() {
-			best = i
-			break
-		}
-		if s.users < sp.slots[best].users {
-			best = i
-		}
-	}
-	s := sp.slots[best]
-	if s == nil || s.inst.failed.Load() {
-		if s != nil {
-			sp.retire(s)
+	// An empty or failed slot gets a new instance first; otherwise the
+	// least busy instance serves.
+	var s *sharedInstance
+	if free := slices.IndexFunc(sp.slots, unusable); free < 0 {
+		s = sp.leastBusy()
+	} else {
+		if old := sp.slots[free]; old != nil {
+			sp.retire(old)
 		}
 		// A restored instance takes microseconds; a fresh one runs the
 		// filter's start-up, which the other requests need not wait for
 		// but rarely do: it happens once per instance.
 		inst, err := sp.p.newInstanceFor(sp.ctx, sp.p.backgroundLog(), roleShared)
 		if err != nil {
-			sp.slots[best] = nil
+			sp.slots[free] = nil
 			// A healthy instance serves the request rather than the
 			// empty slot refusing it: a full memory budget, say, would
 			// otherwise refuse every request while it lasts.
 			if s = sp.leastBusy(); s == nil {
-				return nil, nil, err
+				return nil, err
 			}
-			s.users++
-			return s.inst, func() { sp.release(s) }, nil
+		} else {
+			inst.origin = OriginShared
+			s = &sharedInstance{inst: inst}
+			inst.slot = s
+			sp.slots[free] = s
 		}
-		inst.origin = OriginShared
-		s = &sharedInstance{inst: inst}
-		sp.slots[best] = s
 	}
 	s.users++
-	return s.inst, func() { sp.release(s) }, nil
+	return s.inst, nil
 }
+
+// unusable reports whether a slot needs a new instance: it has none, or
+// its instance failed.
+func unusable(s *sharedInstance) bool { return s == nil || s.inst.failed.Load() }
 
 // leastBusy is the healthy instance serving the fewest requests, or nil.
 // The caller holds sp.mu.
 func (sp *sharedPool) leastBusy() *sharedInstance {
 	var best *sharedInstance
 	for _, s := range sp.slots {
-		if s != nil && !s.inst.failed.Load() && (best == nil || s.users < best.users) {
+		if !unusable(s) && (best == nil || s.users < best.users) {
 			best = s
 		}
 	}

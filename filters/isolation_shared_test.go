@@ -27,11 +27,11 @@ func countingGuest(trapAt int) string {
 // sharedRequest runs one request through p's shared instances.
 func sharedRequest(ctx context.Context, p *Plugin) (*fakeExchange, error) {
 	ex := newExchange()
-	inst, release, err := p.Acquire(ctx, ex)
+	inst, err := p.Acquire(ctx, ex)
 	if err != nil {
 		return ex, err
 	}
-	defer release()
+	defer inst.Release()
 	hc, err := inst.NewHTTPContext(ctx, ex)
 	if err != nil {
 		return ex, err
