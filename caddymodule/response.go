@@ -143,16 +143,10 @@ func (rw *responseWriter) responseHeaders(endOfStream bool) error {
 		rw.origStatus, rw.origHeader = rw.status, rw.w.Header().Clone()
 	}
 	out, err := s.hc.ResponseHeaders(countPairs(responseHeaders{rw}), endOfStream)
-	switch {
-	case err != nil:
+	if err := s.stopping(out, err, endOfStream || rw.status == http.StatusSwitchingProtocols); err != nil {
 		return rw.interrupt(err)
-	case out == filters.Respond:
-		return rw.interrupt(errLocalResponse)
-	case out == filters.Reset:
-		return rw.interrupt(errReset)
-	case out == filters.Pause && (endOfStream || rw.status == http.StatusSwitchingProtocols):
-		return rw.interrupt(s.violation(errPausedAtEnd))
-	case out == filters.Pause:
+	}
+	if out == filters.Pause {
 		rw.held = true
 		return nil
 	}
@@ -163,16 +157,10 @@ func (rw *responseWriter) responseHeaders(endOfStream bool) error {
 // afterBody acts on the outcome of a body callback: forward what the filter
 // released, keep holding, or stop.
 func (rw *responseWriter) afterBody(out filters.Outcome, err error, endOfStream bool) error {
-	switch {
-	case err != nil:
+	if err := rw.s.stopping(out, err, endOfStream); err != nil {
 		return rw.interrupt(err)
-	case out == filters.Respond:
-		return rw.interrupt(errLocalResponse)
-	case out == filters.Reset:
-		return rw.interrupt(errReset)
-	case out == filters.Pause && endOfStream:
-		return rw.interrupt(rw.s.violation(errPausedAtEnd))
-	case out == filters.Pause:
+	}
+	if out == filters.Pause {
 		return nil
 	}
 	data := rw.s.hc.TakeResponseBody()
@@ -186,6 +174,23 @@ func (rw *responseWriter) afterBody(out filters.Outcome, err error, endOfStream 
 	}
 	_, err = rw.forward(data)
 	return err
+}
+
+// stopping is what an outcome of the response's callbacks stops the stream
+// with: the call's error, the filter's local response or reset, or a pause
+// with nothing left to wait for (atEnd); nil to go on.
+func (s *stream) stopping(out filters.Outcome, err error, atEnd bool) error {
+	switch {
+	case err != nil:
+		return err
+	case out == filters.Respond:
+		return errLocalResponse
+	case out == filters.Reset:
+		return errReset
+	case out == filters.Pause && atEnd:
+		return s.violation(errPausedAtEnd)
+	}
+	return nil
 }
 
 // sendHeaders sends the status and headers downstream. bodyLength, when
@@ -319,11 +324,8 @@ func (rw *responseWriter) responseTrailers() error {
 		return nil
 	}
 	out, err := s.hc.ResponseTrailers(n)
-	switch {
-	case err != nil:
+	if err := s.stopping(out, err, false); err != nil {
 		return rw.interrupt(err)
-	case out == filters.Reset:
-		return rw.interrupt(errReset)
 	}
 	return nil // a pause at the very end has nothing left to hold
 }
