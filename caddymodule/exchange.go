@@ -256,13 +256,15 @@ func (s *stream) Property(path []string) ([]byte, bool) {
 // nodeIdentity is the node.* properties: which proxy this is, for filters
 // that report or route by it. SLUICE_NODE_ID (default: the host name) and
 // SLUICE_NODE_CLUSTER set them.
-var nodeIdentity = func() map[string]string {
-	id := os.Getenv("SLUICE_NODE_ID")
+var nodeIdentity = nodeIdentityFrom(os.Getenv, os.Hostname)
+
+func nodeIdentityFrom(getenv func(string) string, hostname func() (string, error)) map[string]string {
+	id := getenv("SLUICE_NODE_ID")
 	if id == "" {
-		id, _ = os.Hostname()
+		id, _ = hostname()
 	}
-	return map[string]string{"id": id, "cluster": os.Getenv("SLUICE_NODE_CLUSTER")}
-}()
+	return map[string]string{"id": id, "cluster": getenv("SLUICE_NODE_CLUSTER")}
+}
 
 // peerCertificateProperty answers the connection.* properties of a client
 // certificate, as Envoy names them: the subject, the first DNS and URI

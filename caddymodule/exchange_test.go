@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -345,9 +344,8 @@ func TestUpstreamNodeAndResponseSizeProperties(t *testing.T) {
 	if got, ok := s.Property(prop("upstream.port")); !ok || string(got) != le(8080) {
 		t.Errorf("upstream.port = %x, %v", got, ok)
 	}
-	host, _ := os.Hostname()
-	if got, ok := s.Property(prop("node.id")); !ok || string(got) != host {
-		t.Errorf("node.id = %q, %v; want the host name %q", got, ok, host)
+	if got, ok := s.Property(prop("node.id")); !ok || string(got) != nodeIdentity["id"] {
+		t.Errorf("node.id = %q, %v; want %q", got, ok, nodeIdentity["id"])
 	}
 	if _, ok := s.Property(prop("response.size")); ok {
 		t.Error("response.size before the response")
@@ -356,5 +354,21 @@ func TestUpstreamNodeAndResponseSizeProperties(t *testing.T) {
 	s.rw.forwarded = 5 // as if five body bytes went downstream
 	if got, ok := s.Property(prop("response.size")); !ok || string(got) != le(5) {
 		t.Errorf("response.size = %x, %v; want 5", got, ok)
+	}
+}
+
+// node.id is SLUICE_NODE_ID, else the host name; node.cluster is
+// SLUICE_NODE_CLUSTER.
+func TestNodeIdentityFromTheEnvironment(t *testing.T) {
+	hostname := func() (string, error) { return "edge-7", nil }
+	env := func(vars map[string]string) func(string) string {
+		return func(k string) string { return vars[k] }
+	}
+	if got := nodeIdentityFrom(env(nil), hostname); got["id"] != "edge-7" || got["cluster"] != "" {
+		t.Errorf("defaults: %v", got)
+	}
+	got := nodeIdentityFrom(env(map[string]string{"SLUICE_NODE_ID": "pop-ams-3", "SLUICE_NODE_CLUSTER": "ams"}), hostname)
+	if got["id"] != "pop-ams-3" || got["cluster"] != "ams" {
+		t.Errorf("from the environment: %v", got)
 	}
 }
