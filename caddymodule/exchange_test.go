@@ -372,3 +372,18 @@ func TestNodeIdentityFromTheEnvironment(t *testing.T) {
 		t.Errorf("from the environment: %v", got)
 	}
 }
+
+// The property and guest-log limits the README promises, as numbers.
+func TestLimitsAreTheDocumentedOnes(t *testing.T) {
+	for name, c := range map[string]struct{ got, want int }{
+		"properties per request":   {maxSetProperties, 64},
+		"property size":            {maxSetPropertySize, 64 << 10},
+		"guest log lines a second": {guestLogRate, 100},
+		"guest log burst":          {guestLogBurst, 200},
+		"guest log line":           {maxGuestLogBytes, 4 << 10},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: %d, the README says %d", name, c.got, c.want)
+		}
+	}
+}

@@ -272,3 +272,18 @@ func TestProvisionSurvivesAPanicInLoad(t *testing.T) {
 		}
 	}
 }
+
+// SLUICE_MEMORY_BUDGET sets the process's memory budget; a value that is
+// not a size is an error naming it.
+func TestMemoryBudgetFromTheEnvironment(t *testing.T) {
+	old := filters.DefaultMemoryBudget.Limit()
+	t.Cleanup(func() { filters.DefaultMemoryBudget.SetLimit(old) })
+	t.Setenv("SLUICE_MEMORY_BUDGET", "8GiB")
+	if err := setMemoryBudget(); err != nil || filters.DefaultMemoryBudget.Limit() != 8<<30 {
+		t.Errorf("8GiB: limit %d, err %v", filters.DefaultMemoryBudget.Limit(), err)
+	}
+	t.Setenv("SLUICE_MEMORY_BUDGET", "bogus")
+	if err := setMemoryBudget(); err == nil || !strings.Contains(err.Error(), "SLUICE_MEMORY_BUDGET") {
+		t.Errorf("bogus: %v", err)
+	}
+}

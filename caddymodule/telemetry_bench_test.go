@@ -62,35 +62,52 @@ func BenchmarkTracing(b *testing.B) {
 	}
 }
 
-// BenchmarkTelemetryHooks is what an untraced request pays for traces and
-// for metrics, apart: the span lookup and the trace hooks of an isolate,
-// four callbacks and the end (traces_off); timing the isolate and the four
-// callbacks into their histograms and counting the request (metrics).
-func BenchmarkTelemetryHooks(b *testing.B) {
-	h := provisionGuest(b, phasesGuest(), "")
+// untracedHooks is what an untraced request's telemetry does, in two
+// parts: the span lookup and the trace hooks of an isolate, four callbacks
+// and the end (traces); timing the isolate and the four callbacks into
+// their histograms and counting the request (metrics).
+func untracedHooks(h testHandler) (traces, metrics func()) {
 	r := newRequest(http.MethodGet, "/", "")
 	phases := []string{"request_headers", "response_headers", "response_body", "log"}
 	began := time.Now()
-	b.Run("traces_off", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			t := startFilterTrace(r.Context(), h.Handler)
-			t.isolateCreated(filters.OriginRestored, began, nil)
-			for _, phase := range phases {
-				t.callbackDone(filters.CallbackStats{Phase: phase, Began: began, Ended: began})
-			}
-			t.end("continued", nil, 0)
+	traces = func() {
+		t := startFilterTrace(r.Context(), h.Handler)
+		t.isolateCreated(filters.OriginRestored, began, nil)
+		for _, phase := range phases {
+			t.callbackDone(filters.CallbackStats{Phase: phase, Began: began, Ended: began})
 		}
-	})
-	b.Run("metrics", func(b *testing.B) {
-		m := h.metrics
-		b.ReportAllocs()
-		for b.Loop() {
-			m.isolateCreated(filters.OriginRestored, time.Since(began))
-			for _, phase := range phases {
-				m.callbackDone(filters.CallbackStats{Phase: phase, Guest: time.Microsecond})
-			}
-			m.requestDone("continued", "", 0)
+		t.end("continued", nil, 0)
+	}
+	metrics = func() {
+		h.metrics.isolateCreated(filters.OriginRestored, time.Since(began))
+		for _, phase := range phases {
+			h.metrics.callbackDone(filters.CallbackStats{Phase: phase, Guest: time.Microsecond})
 		}
-	})
+		h.metrics.requestDone("continued", "", 0)
+	}
+	return traces, metrics
+}
+
+// BenchmarkTelemetryHooks is what an untraced request pays for traces and
+// for metrics, apart (see untracedHooks).
+func BenchmarkTelemetryHooks(b *testing.B) {
+	traces, metrics := untracedHooks(provisionGuest(b, phasesGuest(), ""))
+	for name, hooks := range map[string]func(){"traces_off": traces, "metrics": metrics} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				hooks()
+			}
+		})
+	}
+}
+
+// An untraced request's telemetry allocates nothing.
+func TestUntracedTelemetryDoesNotAllocate(t *testing.T) {
+	traces, metrics := untracedHooks(provisionGuest(t, phasesGuest(), ""))
+	for name, hooks := range map[string]func(){"traces": traces, "metrics": metrics} {
+		if allocs := testing.AllocsPerRun(100, hooks); allocs != 0 {
+			t.Errorf("%s: %v allocations per request, want 0", name, allocs)
+		}
+	}
 }

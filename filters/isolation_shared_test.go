@@ -3,8 +3,10 @@ package filters
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
+	"time"
 )
 
 func withShared(n int) func(*Config) {
@@ -143,5 +145,30 @@ func TestSharedCommandModuleKeepsItsInstance(t *testing.T) {
 				ex.wantLogs(t, fmt.Sprintf("n=%d", i), "deleted")
 			}
 		})
+	}
+}
+
+// Shared isolation keeps one instance per core by default.
+func TestSharedPoolHasOneSlotPerCore(t *testing.T) {
+	if got, want := len(newSharedPool(nil, 0).slots), runtime.GOMAXPROCS(0); got != want {
+		t.Errorf("%d slots, want one per core (%d)", got, want)
+	}
+}
+
+// The defaults the README's directive table promises, as numbers: a
+// changed constant must change the table too.
+func TestDefaultsAreTheDocumentedOnes(t *testing.T) {
+	for name, c := range map[string]struct{ got, want any }{
+		"timeout":           {DefaultTimeout, 500 * time.Millisecond},
+		"start factor":      {StartTimeoutFactor, 10},
+		"memory_limit":      {DefaultMemoryLimit, 64 << 20},
+		"max_body_size":     {DefaultMaxBodySize, 10 << 20},
+		"prewarm":           {DefaultPrewarm, 4},
+		"max_http_calls":    {DefaultMaxHTTPCalls, 16},
+		"http_call_timeout": {DefaultHTTPCallTimeout, 5 * time.Second},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: %v, the README says %v", name, c.got, c.want)
+		}
 	}
 }
