@@ -362,3 +362,36 @@ func TestLateCallbackAfterTheTraceEndedRecordsNothing(t *testing.T) {
 		t.Errorf("%d spans started, want the server's and the filter's", n)
 	}
 }
+
+// Every outcome the requests counter documents is counted when it happens.
+func TestMetricsCountEachOutcome(t *testing.T) {
+	reset := newGuest().fn(`(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $close_stream (i32.const 0)))
+    (i32.const 0))`)
+	for _, tc := range []struct {
+		outcome string
+		g       *guest
+		options string
+		req     func() *http.Request
+		next    *nextHandler
+	}{
+		{"reset", reset, "", func() *http.Request { return newRequest(http.MethodGet, "/", "") }, &nextHandler{}},
+		{"failed_closed", loopGuest(), `"timeout": "50ms"`, func() *http.Request { return newRequest(http.MethodGet, "/", "") }, &nextHandler{}},
+		{"body_too_large", pauseBodyGuest("proxy_on_request_body", true), `"max_body_size": 1024`,
+			func() *http.Request { return bodyRequest(false, strings.Repeat("x", 4096)) }, &nextHandler{}},
+		{"aborted", rewriteBodyGuest(false), "", func() *http.Request { return newRequest(http.MethodGet, "/", "") }, bodyUpstream(true)},
+	} {
+		t.Run(tc.outcome, func(t *testing.T) {
+			name := "outcome-" + tc.outcome
+			options := fmt.Sprintf(`"name": %q`, name)
+			if tc.options != "" {
+				options += ", " + tc.options
+			}
+			h := provisionGuest(t, tc.g, options)
+			_, _, _ = h.serve(tc.req(), tc.next)
+			if got := metricValue(t, h.registry, "caddy_wasm_filter_requests_total", map[string]string{"filter": name, "outcome": tc.outcome}); got != 1 {
+				t.Errorf("requests_total{outcome=%q} = %v, want 1", tc.outcome, got)
+			}
+		})
+	}
+}
