@@ -42,6 +42,9 @@ func validField(name, value string) bool {
 // fields, with pseudo-headers left to the embedding type.
 type httpHeaderMap struct {
 	h http.Header
+	// prefix, when set, makes the map the keys with it (response trailers
+	// kept in the header map); the size limits count only those.
+	prefix string
 }
 
 func canonical(name string) string { return textproto.CanonicalMIMEHeaderKey(name) }
@@ -81,7 +84,7 @@ func (m httpHeaderMap) appendPairs(pairs [][2]string, skip func(key string) bool
 func (m httpHeaderMap) fits(addPairs, addBytes int, replacing string) bool {
 	pairs, size := addPairs, 4+addBytes
 	for k, vs := range m.h {
-		if k == replacing {
+		if k == replacing || !strings.HasPrefix(k, m.prefix) {
 			continue
 		}
 		pairs += len(vs)
@@ -166,7 +169,7 @@ type requestHeaders struct {
 	r *http.Request
 }
 
-func (m requestHeaders) fields() httpHeaderMap { return httpHeaderMap{m.r.Header} }
+func (m requestHeaders) fields() httpHeaderMap { return httpHeaderMap{h: m.r.Header} }
 
 func requestScheme(r *http.Request) string {
 	if r.TLS != nil {
@@ -325,7 +328,7 @@ type responseHeaders struct {
 	rw *responseWriter
 }
 
-func (m responseHeaders) fields() httpHeaderMap { return httpHeaderMap{m.rw.Header()} }
+func (m responseHeaders) fields() httpHeaderMap { return httpHeaderMap{h: m.rw.Header()} }
 
 func isTrailerKey(key string) bool { return strings.HasPrefix(key, http.TrailerPrefix) }
 
@@ -431,9 +434,12 @@ func checkTrailerPairs(pairs [][2]string) bool {
 	return true
 }
 
+// fields is the trailers as an httpHeaderMap, limits counting only them.
+func (m trailerMap) fields() httpHeaderMap { return httpHeaderMap{h: m.h, prefix: m.prefix} }
+
 // Get implements abi.HeaderMap.
 func (m trailerMap) Get(name string) (string, bool) {
-	return httpHeaderMap{m.h}.get(m.prefix + canonical(name))
+	return m.fields().get(m.prefix + canonical(name))
 }
 
 // Pairs implements abi.HeaderMap.
@@ -469,7 +475,7 @@ func (m trailerMap) SetPairs(pairs [][2]string) abi.Status {
 
 // Add implements abi.HeaderMap.
 func (m trailerMap) Add(name, value string) abi.Status {
-	if !validTrailer(strings.ToLower(name), value) || !(httpHeaderMap{m.h}).fits(1, len(name)+len(value)+10, "") {
+	if !validTrailer(strings.ToLower(name), value) || !m.fields().fits(1, len(name)+len(value)+10, "") {
 		return abi.StatusBadArgument
 	}
 	m.h.Add(m.prefix+canonical(name), value)
@@ -479,7 +485,7 @@ func (m trailerMap) Add(name, value string) abi.Status {
 // Replace implements abi.HeaderMap.
 func (m trailerMap) Replace(name, value string) abi.Status {
 	key := m.prefix + canonical(name)
-	if !validTrailer(strings.ToLower(name), value) || !(httpHeaderMap{m.h}).fits(1, len(name)+len(value)+10, key) {
+	if !validTrailer(strings.ToLower(name), value) || !m.fields().fits(1, len(name)+len(value)+10, key) {
 		return abi.StatusBadArgument
 	}
 	m.h[m.prefix+canonical(name)] = []string{value}

@@ -543,6 +543,14 @@ func TestTrailerMaps(t *testing.T) {
 			t.Errorf("after SetPairs %v, want %v", h, want)
 		}
 	})
+	t.Run("the size limit counts the trailers, not the headers beside them", func(t *testing.T) {
+		big := strings.Repeat("v", abi.MaxHeaderBytes-100)
+		h := http.Header{"X-Big": {big}}
+		m := trailerMap{h: h, prefix: http.TrailerPrefix}
+		if st := m.Add("x-sum", strings.Repeat("1", 200)); st != abi.StatusOK {
+			t.Errorf("a 200-byte trailer beside a large header: %v", st)
+		}
+	})
 	t.Run("response trailers live beside the headers", func(t *testing.T) {
 		h := http.Header{"Content-Type": {"text/plain"}, "Trailer:X-Sum": {"1"}}
 		m := trailerMap{h: h, prefix: http.TrailerPrefix}
