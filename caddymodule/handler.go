@@ -227,6 +227,13 @@ func (s *stream) finish() {
 	s.report()
 }
 
+// tooLarge answers a request whose body the filter held past max_body_size:
+// 413, whatever the failure policy.
+func (s *stream) tooLarge(err error) error {
+	s.setVerdict("body_too_large")
+	return caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
+}
+
 // bodyless reports whether r has no body. r.Body alone does not say, since
 // Caddy wraps even an empty body: a request with neither a length nor
 // chunked encoding has none (RFC 9112, section 6.3), as has an HTTP/2
@@ -255,9 +262,8 @@ func (s *stream) serve(next caddyhttp.Handler) error {
 		}
 	}
 	if err != nil {
-		if errors.Is(err, filters.ErrBodyTooLarge) {
-			s.setVerdict("body_too_large")
-			return caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
+		if errors.Is(err, filters.ErrRequestBodyTooLarge) {
+			return s.tooLarge(err)
 		}
 		return s.failBeforeForwarding(next, err)
 	}

@@ -2,15 +2,10 @@ package caddymodule
 
 import (
 	"errors"
-	"fmt"
 	"io"
 
 	"github.com/sluice-edge/sluice/filters"
 )
-
-// errRequestTooLarge stops a request whose body the filter holds past
-// max_body_size: the client gets 413, whatever the failure policy.
-var errRequestTooLarge = fmt.Errorf("request body: %w", filters.ErrBodyTooLarge)
 
 // requestBody streams the request body through the filter as the next
 // handler reads it: each chunk read from the client goes to
@@ -79,8 +74,8 @@ func (b *requestBody) filter(chunk []byte, endOfStream bool) {
 		err = s.violation(errPausedAtEnd)
 	}
 	switch {
-	case errors.Is(err, filters.ErrBodyTooLarge):
-		b.stop(errRequestTooLarge)
+	case errors.Is(err, filters.ErrRequestBodyTooLarge):
+		b.stop(err)
 	case err != nil && s.h.failOpen():
 		s.setFailure(err)
 		s.logFailure(err, "fail_open: forwarding the rest of the request body without the filter")

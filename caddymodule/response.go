@@ -359,9 +359,8 @@ func (rw *responseWriter) settle() error {
 		return nil
 	}
 	s.resetHeader() // Caddy answers the error; nothing of the failed response may go with it
-	if errors.Is(err, errRequestTooLarge) {
-		s.setVerdict("body_too_large")
-		return caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
+	if errors.Is(err, filters.ErrRequestBodyTooLarge) {
+		return s.tooLarge(err)
 	}
 	s.logFailureOnce(err, "fail_closed: answering 500")
 	return caddyhttp.Error(http.StatusInternalServerError, err)

@@ -147,8 +147,8 @@ func (inst *Instance) NewHTTPContext(ctx context.Context, ex Exchange) (*HTTPCon
 		inst:           inst,
 		id:             inst.nextContextID,
 		ex:             ex,
-		reqBody:        bodyBuffer{limit: limit},
-		respBody:       bodyBuffer{limit: limit},
+		reqBody:        bodyBuffer{limit: limit, tooLarge: ErrRequestBodyTooLarge},
+		respBody:       bodyBuffer{limit: limit, tooLarge: ErrBodyTooLarge},
 	}
 	hc.reqCtx = ctx
 	hc.obs, _ = ex.(Observer)
@@ -180,7 +180,8 @@ func (hc *HTTPContext) RequestHeaders(numHeaders int, endOfStream bool) (Outcome
 // RequestBody appends chunk to the buffered request body and calls
 // proxy_on_request_body with the size of everything buffered. After
 // Continue, TakeRequestBody returns what to forward. A body that would grow
-// past max_body_size fails with ErrBodyTooLarge, without a guest call.
+// past max_body_size fails with ErrRequestBodyTooLarge, without a guest
+// call.
 func (hc *HTTPContext) RequestBody(chunk []byte, endOfStream bool) (Outcome, error) {
 	if err := hc.reqBody.append(chunk); err != nil {
 		return 0, err
@@ -658,13 +659,14 @@ func (hc *HTTPContext) SetTickPeriod(time.Duration) abi.Status { return abi.Stat
 
 // bodyBuffer is a body held for the filter, bounded by max_body_size.
 type bodyBuffer struct {
-	data  []byte
-	limit int64
+	data     []byte
+	limit    int64
+	tooLarge error // what passing limit fails with
 }
 
 func (b *bodyBuffer) append(chunk []byte) error {
 	if int64(len(b.data))+int64(len(chunk)) > b.limit {
-		return ErrBodyTooLarge
+		return b.tooLarge
 	}
 	b.data = append(b.data, chunk...)
 	return nil

@@ -34,6 +34,9 @@ var (
 	ErrInstantiate = errors.New("instantiation failed")
 	// ErrBodyTooLarge: the filter asked to buffer more than max_body_size.
 	ErrBodyTooLarge = errors.New("body larger than max_body_size")
+	// ErrRequestBodyTooLarge is ErrBodyTooLarge for the request's body, for
+	// which the client gets 413 whatever the failure policy.
+	ErrRequestBodyTooLarge = fmt.Errorf("request %w", ErrBodyTooLarge)
 )
 
 // errPluginClosed: a request asked a closed plugin for an instance.
