@@ -103,7 +103,8 @@ func (cs *callSet) start(inst *Instance, parent context.Context, call *abi.HTTPC
 	req := &outbound.Request{
 		Upstream: call.Upstream, Headers: call.Headers, Trailers: call.Trailers, Timeout: call.Timeout,
 	}
-	if err := p.calls.Check(req); err != nil || int64(len(call.Body)) > p.cfg.Limits.MaxBodySize {
+	prepared, err := p.calls.Prepare(req)
+	if err != nil || int64(len(call.Body)) > p.cfg.Limits.MaxBodySize {
 		return 0, abi.StatusBadArgument
 	}
 	used := cs.pending
@@ -124,7 +125,7 @@ func (cs *callSet) start(inst *Instance, parent context.Context, call *abi.HTTPC
 	cs.pending++
 	go func(ctx context.Context, results chan<- callResult) {
 		ctx, span := startCallSpan(ctx, p, req)
-		resp, err := p.calls.Do(ctx, req)
+		resp, err := p.calls.Send(ctx, prepared)
 		endCallSpan(span, resp, err)
 		results <- callResult{id: id, resp: resp, err: err}
 	}(cs.ctx, cs.results)

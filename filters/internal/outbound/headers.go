@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/sluice-edge/sluice/abi"
 )
 
 // Limits on a request's serialized headers (and, separately, its trailers):
@@ -18,7 +20,7 @@ const (
 	// may hold, pseudo-headers included.
 	MaxHeaderPairs = 1000
 	// MaxHeaderBytes bounds a request's headers (or trailers) in the
-	// Proxy-Wasm serialized form (see SerializedSize).
+	// Proxy-Wasm serialized form (abi.HeaderMapSize).
 	MaxHeaderBytes = 1 << 20
 )
 
@@ -43,17 +45,6 @@ var droppedHeaders = map[string]bool{
 // DroppedHeader reports whether a request header or trailer named name
 // (any case) is removed silently before the call is sent.
 func DroppedHeader(name string) bool { return droppedHeaders[strings.ToLower(name)] }
-
-// SerializedSize is the size of pairs in the Proxy-Wasm map serialization
-// (a 32-bit count, two 32-bit lengths per pair, then each name and value
-// NUL-terminated), the measure MaxHeaderBytes applies to.
-func SerializedSize(pairs [][2]string) int {
-	n := 4
-	for _, kv := range pairs {
-		n += 8 + len(kv[0]) + 1 + len(kv[1]) + 1
-	}
-	return n
-}
 
 // call is a validated request, ready to become an *http.Request.
 type call struct {
@@ -85,7 +76,7 @@ func checkPairs(what string, pairs [][2]string) error {
 	if len(pairs) > MaxHeaderPairs {
 		return badRequest("%d %s, more than %d", len(pairs), what, MaxHeaderPairs)
 	}
-	if n := SerializedSize(pairs); n > MaxHeaderBytes {
+	if n := abi.HeaderMapSize(pairs); n > MaxHeaderBytes {
 		return badRequest("%s take %d bytes, more than %d", what, n, MaxHeaderBytes)
 	}
 	return nil

@@ -309,6 +309,23 @@ func (c *Client) Check(req *Request) error {
 	return err
 }
 
+// Call is a request Prepare accepted, ready to Send.
+type Call struct {
+	req *Request
+	cl  *call
+}
+
+// Prepare checks a request as Check does and returns it ready to Send, so
+// that a host checking inside proxy_http_call and sending later does the
+// work once.
+func (c *Client) Prepare(req *Request) (*Call, error) {
+	cl, err := c.check(req)
+	if err != nil {
+		return nil, err
+	}
+	return &Call{req: req, cl: cl}, nil
+}
+
 // timeout is the call's time limit.
 func (c *Client) timeout(d time.Duration) time.Duration {
 	if d == 0 {
@@ -321,10 +338,19 @@ func (c *Client) timeout(d time.Duration) time.Duration {
 // timeouts, cancellation of ctx and oversized responses are errors. Do
 // copies req.Body, so the caller may reuse it once Do returns.
 func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
-	cl, err := c.check(req)
+	copied := *req
+	copied.Body = bytes.Clone(req.Body)
+	call, err := c.Prepare(&copied)
 	if err != nil {
 		return nil, err
 	}
+	return c.Send(ctx, call)
+}
+
+// Send sends a prepared call and reads the whole response, as Do does. It
+// sends the request's body as it is: the caller must not change it after.
+func (c *Client) Send(ctx context.Context, call *Call) (*Response, error) {
+	req, cl := call.req, call.cl
 	if c.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -412,10 +438,9 @@ func newHTTPRequest(ctx context.Context, cl *call, body []byte) *http.Request {
 		// the guest's headers only.
 		hr.Header["User-Agent"] = []string{""}
 	}
-	// A copy: the transport may still read the body after the response
-	// arrived (when the upstream answered early), and the caller's buffer
-	// may be guest memory.
-	body = bytes.Clone(body)
+	// The body is the call's own (Do copies it; Send's callers hand it
+	// over): the transport may still read it after the response arrived,
+	// when the upstream answered early.
 	getBody := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	switch {
 	case cl.trailer != nil:

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sluice-edge/sluice/abi"
 )
 
 // testServer is an httptest server on 127.0.0.1 that counts what reaches
@@ -460,7 +462,7 @@ func TestHeaderLimitsBoundary(t *testing.T) {
 
 	// Serialized size: exactly at the limit passes the check.
 	req = newRequest("api", "/", "a.example", [2]string{"x-big", ""})
-	pad := MaxHeaderBytes - SerializedSize(req.Headers)
+	pad := MaxHeaderBytes - abi.HeaderMapSize(req.Headers)
 	req.Headers[3][1] = strings.Repeat("a", pad)
 	if err := c.Check(req); err != nil {
 		t.Errorf("headers of exactly %d bytes: %v", MaxHeaderBytes, err)
