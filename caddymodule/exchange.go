@@ -381,10 +381,7 @@ func (s *stream) flushOutput() {
 }
 
 func (s *stream) logOutput(fd uint32, line []byte) {
-	level, source := abi.LogInfo, "stdout"
-	if fd == 2 {
-		level, source = abi.LogError, "stderr"
-	}
+	level, source := outputLevel(fd)
 	s.h.guestLogs.log(s.logger, level, line, source)
 }
 

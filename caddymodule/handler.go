@@ -112,28 +112,26 @@ func (s *stream) setVerdict(v string) {
 // failure settled by the policy (or an abort once the response started),
 // else the verdict set on the way (local_response, reset, shed,
 // body_too_large, aborted), else continued.
-func (s *stream) outcome() string {
+// It also returns the failure, read under the same lock.
+func (s *stream) outcome() (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
 	case s.failure != nil && s.mustAbort:
-		return "aborted"
+		return "aborted", s.failure
 	case s.failure != nil && s.h.failOpen() && !s.failedClosed:
-		return "failed_open"
+		return "failed_open", s.failure
 	case s.failure != nil:
-		return "failed_closed"
+		return "failed_closed", s.failure
 	case s.verdict != "":
-		return s.verdict
+		return s.verdict, nil
 	}
-	return "continued"
+	return "continued", nil
 }
 
 // report counts the request in the metrics and ends its trace.
 func (s *stream) report() {
-	outcome := s.outcome()
-	s.mu.Lock()
-	failure := s.failure
-	s.mu.Unlock()
+	outcome, failure := s.outcome()
 	if failure == nil {
 		failure = s.finishErr
 	}

@@ -188,11 +188,17 @@ func (l *loadLog) GuestLog(level abi.LogLevel, msg []byte) {
 }
 
 func (l *loadLog) GuestOutput(fd uint32, p []byte) {
-	level := abi.LogInfo
-	if fd == 2 {
-		level = abi.LogError
-	}
+	level, _ := outputLevel(fd)
 	l.GuestLog(level, p)
+}
+
+// outputLevel is the log level and source of what a guest writes to fd:
+// stderr is an error, stdout information.
+func outputLevel(fd uint32) (abi.LogLevel, string) {
+	if fd == 2 {
+		return abi.LogError, "stderr"
+	}
+	return abi.LogInfo, "stdout"
 }
 
 func (l *loadLog) LogLevel() abi.LogLevel { return guestLogLevel(l.logger) }
@@ -213,10 +219,7 @@ func (l *backgroundLog) GuestLog(level abi.LogLevel, msg []byte) {
 }
 
 func (l *backgroundLog) GuestOutput(fd uint32, p []byte) {
-	level, source := abi.LogInfo, "stdout"
-	if fd == 2 {
-		level, source = abi.LogError, "stderr"
-	}
+	level, source := outputLevel(fd)
 	l.limiter.log(func() *zap.Logger { return l.logger }, level, bytes.TrimSuffix(p, []byte("\n")), source)
 }
 
