@@ -313,18 +313,10 @@ func (s *stream) holdRequest() (filters.Outcome, error) {
 		if n == 0 && !endOfStream {
 			continue
 		}
-		out, err := s.hc.RequestBody(buf[:n], endOfStream)
-		if err != nil {
-			return failed(err)
-		}
-		if endOfStream {
-			if out, err = s.requestTrailers(out); err != nil {
-				return failed(err)
-			}
-		}
+		out, err := s.requestChunk(buf[:n], endOfStream)
 		switch {
-		case out == filters.Pause && endOfStream:
-			return failed(s.violation(errPausedAtEnd))
+		case err != nil:
+			return failed(err)
 		case out == filters.Pause:
 			continue
 		case out != filters.Continue:

@@ -66,13 +66,7 @@ func (b *requestBody) filter(chunk []byte, endOfStream bool) {
 	if s.h.failOpen() {
 		b.original = append(b.original, chunk...)
 	}
-	out, err := s.hc.RequestBody(chunk, endOfStream)
-	if err == nil && endOfStream {
-		out, err = s.requestTrailers(out)
-	}
-	if err == nil && out == filters.Pause && endOfStream {
-		err = s.violation(errPausedAtEnd)
-	}
+	out, err := s.requestChunk(chunk, endOfStream)
 	switch {
 	case errors.Is(err, filters.ErrRequestBodyTooLarge):
 		b.stop(err)
@@ -95,6 +89,20 @@ func (b *requestBody) filter(chunk []byte, endOfStream bool) {
 		b.ready = s.hc.TakeRequestBody()
 		b.original = b.original[:0]
 	}
+}
+
+// requestChunk hands one chunk of the request body to the filter, and the
+// trailers after the last one. A pause at the end, with nothing left to wait
+// for, is the filter's fault.
+func (s *stream) requestChunk(chunk []byte, endOfStream bool) (filters.Outcome, error) {
+	out, err := s.hc.RequestBody(chunk, endOfStream)
+	if err == nil && endOfStream {
+		out, err = s.requestTrailers(out)
+	}
+	if err == nil && out == filters.Pause && endOfStream {
+		err = s.violation(errPausedAtEnd)
+	}
+	return out, err
 }
 
 // stop ends the body with err and interrupts the stream, so that the next
