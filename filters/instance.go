@@ -214,14 +214,7 @@ func (inst *Instance) start() error {
 		}
 	} else if inst.function(abi.ExportStart) != nil {
 		if _, err := inst.call(root.scope, abi.ExportStart); err != nil {
-			var exit *abi.ExitError
-			if !errors.As(err, &exit) || exit.Code != 0 {
-				return err
-			}
-			// A command that exits 0 has finished initializing: the
-			// instance is sound (fail marked it failed on the way out).
-			inst.err = nil
-			inst.failed.Store(false)
+			return err
 		}
 	}
 
@@ -378,6 +371,10 @@ func (inst *Instance) run(scope *callScope, name abi.Callback, dispatched bool) 
 		// the call failed, and is reported as such.
 		err = scope.ctx.Err()
 	}
+	if err != nil && name == abi.ExportStart && exitedZero(err) {
+		// A command module that exits 0 has finished initializing.
+		return 0, nil
+	}
 	if err != nil {
 		if dispatched {
 			name = inst.stepCallback(name)
@@ -385,6 +382,12 @@ func (inst *Instance) run(scope *callScope, name abi.Callback, dispatched bool) 
 		return 0, inst.fail(name, inst.kindOf(scope, err), err)
 	}
 	return inst.stack[0], nil
+}
+
+// exitedZero reports whether err is the guest calling proc_exit(0).
+func exitedZero(err error) bool {
+	var exit *abi.ExitError
+	return errors.As(err, &exit) && exit.Code == 0
 }
 
 // stepCallback names the callback the dispatcher was running when a call
