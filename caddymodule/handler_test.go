@@ -455,6 +455,25 @@ func TestTrapInResponseBodyAfterFlushAbortsTheResponse(t *testing.T) {
 	}
 }
 
+// Over HTTP/2 the abort resets the stream: the client sees a stream error,
+// not an end of body.
+func TestTrapAfterFlushResetsTheHTTP2Stream(t *testing.T) {
+	h := provision(t, trapSecondBodyGuest().wasm(t), "")
+	srv := http2Server(t, h, flushingUpstream())
+	resp, err := srv.Client().Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if resp.ProtoMajor != 2 || string(body) != "first chunk\n" {
+		t.Fatalf("HTTP/%d, body %q", resp.ProtoMajor, body)
+	}
+	if err == nil || !strings.Contains(err.Error(), "stream error") {
+		t.Errorf("reading the body: %v, want a stream reset", err)
+	}
+}
+
 // rewriteBodyGuest holds the response body until its end and replaces it
 // with "rewritten!"; with pauseHeaders, the headers wait too.
 func rewriteBodyGuest(pauseHeaders bool) *guest {

@@ -266,7 +266,26 @@ func (h testHandler) logged(msg string) []observer.LoggedEntry {
 // their status as Caddy's error handling would.
 func httpServer(t *testing.T, h testHandler, next caddyhttp.Handler) *httptest.Server {
 	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewUnstartedServer(handlerFunc(h, next))
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// http2Server is httpServer over TLS with HTTP/2, as Caddy serves HTTPS.
+func http2Server(t *testing.T, h testHandler, next caddyhttp.Handler) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(handlerFunc(h, next))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// handlerFunc serves h in front of next as Caddy would, answering its
+// errors with their status.
+func handlerFunc(h testHandler, next caddyhttp.Handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
 		r = caddyRequest(r, w)
 		if err := h.ServeHTTP(w, r, next); err != nil {
 			code := statusOf(err)
@@ -275,7 +294,5 @@ func httpServer(t *testing.T, h testHandler, next caddyhttp.Handler) *httptest.S
 			}
 			w.WriteHeader(code)
 		}
-	}))
-	t.Cleanup(srv.Close)
-	return srv
+	}
 }
