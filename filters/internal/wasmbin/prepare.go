@@ -49,6 +49,9 @@ type Prepared struct {
 	// low byte of its first argument. Empty when the module has no
 	// dispatcher.
 	Dispatch map[string]uint32
+	// LazyTable reports that the function table fills as indirect calls
+	// reach its slots, not at instantiation (see lazytable.go).
+	LazyTable bool
 
 	sequenceOp  uint32
 	hasSequence bool
@@ -65,7 +68,9 @@ type Prepared struct {
 //   - its mutable globals are exported, so a snapshot can read and restore
 //     them;
 //   - a dispatcher (DispatchExport) calls the exported functions dispatch
-//     names that take only i32s, alone or in sequence.
+//     names that take only i32s, alone or in sequence;
+//   - its function table fills lazily, slot by slot, when it can (see
+//     lazytable.go).
 //
 // It refuses (ErrNotPreparable) modules whose code uses data segments
 // (memory.init, data.drop), whose data offsets are not constants, or whose
@@ -102,6 +107,25 @@ func Prepare(module []byte, dispatch DispatchSpec) (*Prepared, error) {
 		p.sequenceOp, p.hasSequence = plan.sequenceOp()
 		p.createFirst = plan.create >= 0
 	}
+	types, funcs := s.Types, s.ImportedFuncs+s.Functions
+	if plan != nil {
+		types, funcs = types+1, funcs+1
+	}
+	table := planTable(module, s, types, funcs)
+	p.LazyTable = table != nil
+	// The dispatcher and fill are appended to the types, functions and
+	// bodies in that order.
+	var addedTypes, addedFuncs [][]byte
+	if plan != nil {
+		addedTypes = append(addedTypes, dispatcherType)
+		addedFuncs = append(addedFuncs, appendU32(nil, plan.typeIndex))
+	}
+	if table != nil {
+		addedTypes = append(addedTypes, fillType)
+		for range table.functions() {
+			addedFuncs = append(addedFuncs, appendU32(nil, table.typeIndex))
+		}
+	}
 	globalsPlaced := plan == nil
 	// placeGlobals adds the dispatcher's step global: as a global section
 	// of its own when the module has none.
@@ -111,10 +135,10 @@ func Prepare(module []byte, dispatch DispatchSpec) (*Prepared, error) {
 			out = appendSection(out, SectionGlobal, appendU32(nil, 1), stepGlobal)
 		}
 	}
-	// appendEntry rebuilds a vector section with one more entry.
-	appendEntry := func(id byte, body *reader, entry []byte) {
+	// appendEntries rebuilds a vector section with more entries.
+	appendEntries := func(id byte, body *reader, entries ...[]byte) {
 		n := body.u32()
-		out = appendSection(out, id, appendU32(nil, n+1), body.b[body.pos:], entry)
+		out = appendSection(out, id, append([][]byte{appendU32(nil, n+uint32(len(entries))), body.b[body.pos:]}, entries...)...)
 		body.pos = len(body.b)
 	}
 
@@ -202,7 +226,7 @@ func Prepare(module []byte, dispatch DispatchSpec) (*Prepared, error) {
 				out = append(out, whole...)
 			} else {
 				body.pos = entries
-				appendEntry(id, &body, stepGlobal)
+				appendEntries(id, &body, stepGlobal)
 				globalsPlaced = true
 			}
 		case SectionExport:
@@ -230,23 +254,25 @@ func Prepare(module []byte, dispatch DispatchSpec) (*Prepared, error) {
 			}
 			body.pos = len(body.b)
 		case SectionType:
-			if plan == nil {
-				out = append(out, whole...)
-				break
-			}
-			appendEntry(id, &body, dispatcherType)
+			appendEntries(id, &body, addedTypes...)
 		case SectionFunction:
-			if plan == nil {
+			appendEntries(id, &body, addedFuncs...)
+		case SectionElement:
+			if table == nil {
 				out = append(out, whole...)
 				break
 			}
-			appendEntry(id, &body, appendU32(nil, plan.typeIndex))
+			out = append(out, table.elements(&body)...)
 		case SectionCode:
-			if plan == nil {
-				out = append(out, whole...)
+			var added [][]byte
+			if plan != nil {
+				added = append(added, plan.body())
+			}
+			if table == nil {
+				appendEntries(id, &body, added...)
 				break
 			}
-			appendEntry(id, &body, plan.body())
+			out = appendSection(out, id, table.bodies(&body, added)...)
 		default:
 			out = append(out, whole...)
 		}

@@ -309,6 +309,7 @@ func TestDispatchSkipsTypedReferences(t *testing.T) {
 // accepts, and that what it writes is well formed in turn.
 func FuzzPrepare(f *testing.F) {
 	f.Add(guestbuild.WATText(f, preparableWAT))
+	f.Add(guestbuild.WATText(f, tableWAT("")))
 	f.Add(codeModule(hx("00 00 0b")))
 	f.Add(module(
 		section(SectionType, hx("02 6002630 07f00 60017f00")),

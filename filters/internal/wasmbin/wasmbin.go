@@ -67,6 +67,8 @@ type Summary struct {
 	// What the code does that decides how instances may start (see Prepare).
 	UsesDataSegments bool // memory.init or data.drop
 	WritesTables     bool // table.set, table.grow, table.fill, table.copy, table.init or elem.drop
+	ReadsTables      bool // table.get
+	IndirectCalls    int  // call_indirect and return_call_indirect instructions
 }
 
 // Summarize walks the sections of a module, their entries, and the
@@ -399,6 +401,8 @@ func (s *Summary) readCode(r *reader) {
 		depth := body.instructions()
 		s.UsesDataSegments = s.UsesDataSegments || body.usesData
 		s.WritesTables = s.WritesTables || body.writesTables
+		s.ReadsTables = s.ReadsTables || body.readsTables
+		s.IndirectCalls += body.indirectCalls
 		r.used.merge(body.used)
 		if body.err == nil && body.pos != len(body.b) {
 			body.fail("code after the body's end")
@@ -592,7 +596,10 @@ func (r *reader) instructions() (deepest uint32) {
 			}
 			depth--
 		case immU32:
-			if op == 0x26 { // table.set
+			switch op {
+			case 0x25: // table.get
+				r.readsTables = true
+			case 0x26: // table.set
 				r.writesTables = true
 			}
 			r.u32()
@@ -605,6 +612,10 @@ func (r *reader) instructions() (deepest uint32) {
 		case immHeapType:
 			r.heapType()
 		case immU32x2:
+			r.indirectCalls++
+			if r.trackIndirect {
+				r.indirect = append(r.indirect, r.pos-1)
+			}
 			refer(&r.used.types, r.u32())
 			r.u32()
 		case immMemArg:
@@ -739,9 +750,14 @@ type reader struct {
 	base int // offset of b in the module, for errors
 	err  error
 
-	usesData     bool    // the code read so far uses data segments
-	writesTables bool    // the code read so far writes tables
-	used         indexes // by what was read so far
+	usesData      bool    // the code read so far uses data segments
+	writesTables  bool    // the code read so far writes tables
+	readsTables   bool    // the code read so far reads tables (table.get)
+	indirectCalls int     // call_indirect and return_call_indirect read so far
+	used          indexes // by what was read so far
+
+	trackIndirect bool  // record where indirect calls are
+	indirect      []int // positions of their opcodes, when tracked
 }
 
 func (r *reader) done() bool { return r.err != nil || r.pos >= len(r.b) }

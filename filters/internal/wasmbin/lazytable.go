@@ -1,0 +1,330 @@
+package wasmbin
+
+// Prepare makes a module's function table fill lazily when it can. wazero
+// resolves every entry of the active element segments at every
+// instantiation, each as a constant expression evaluated into a newly
+// allocated function instance: for a stock-Go module, 1,700 of them, half
+// the CPU of a request restored from a snapshot and almost all its
+// allocations. A request calls a few dozen of them.
+//
+// The rewritten module's table starts empty: the active segments become one
+// declarative segment (which keeps ref.func of their functions valid), and
+// every call_indirect and return_call_indirect first calls an added
+// function, fill(i) -> i, which sets slot i with ref.func of the function
+// the segments put there if the slot is still empty. (fill hands the slot to
+// one of several functions, each covering a chunk of the table: a function
+// with a case per slot nests a block per slot, and wazero compiles deep
+// nesting in superlinear time.) call_indirect is then
+// the only instruction that reads the table, and it sees what the segments
+// would have put there: Prepare rewrites only modules whose code otherwise
+// neither reads nor writes tables, whose one table is their own (neither
+// imported nor exported), and whose segments lie within the table's
+// initial size. A slot no segment fills stays empty and traps as before.
+
+// chunkSlots is how many slots one chunk's function covers.
+const chunkSlots = 1024
+
+// maxLazySlots bounds the table span the rewrite covers: 128 chunks.
+const maxLazySlots = 128 * chunkSlots
+
+// tablePlan is what Prepare changes for a lazily filled table.
+type tablePlan struct {
+	base      uint32   // first slot the segments fill
+	slots     []uint32 // function of slot base+i, or noFunction
+	funcs     []uint32 // every function the segments name, once each, for the declarative segment
+	typeIndex uint32   // of fill's type (i32) -> i32, appended to the type section
+	funcIndex uint32   // of fill, appended to the functions, followed by one per chunk
+}
+
+const noFunction = ^uint32(0)
+
+// fillType is the type (i32) -> i32.
+var fillType = []byte{0x60, 0x01, 0x7f, 0x01, 0x7f}
+
+// planTable returns the plan for module's table, or nil when the module has
+// no segments to make lazy or does something the rewrite cannot keep
+// (see above). types and funcs are the sizes of the type and function index
+// spaces once the dispatcher is added.
+func planTable(module []byte, s *Summary, types, funcs uint32) *tablePlan {
+	if s.WritesTables || s.ReadsTables || s.ImportsTable || s.IndirectCalls == 0 {
+		return nil
+	}
+	var (
+		tables   int
+		tableMin uint32
+		slots    = map[uint32]uint32{}
+		low      = ^uint32(0)
+		high     uint32
+	)
+	r := reader{b: module, pos: len(header)}
+	for !r.done() {
+		id := r.byte()
+		body := r.sub(int(r.u32()))
+		switch id {
+		case SectionType:
+			for n := body.u32(); n > 0 && body.err == nil; n-- {
+				if body.byte() != 0x60 {
+					return nil // a recursive group: leave the module's types alone
+				}
+				body.pos--
+				body.funcType()
+			}
+		case SectionTable:
+			for n := body.u32(); n > 0 && body.err == nil; n-- {
+				if body.pos < len(body.b) && body.b[body.pos] != 0x70 {
+					return nil // not a plain funcref table
+				}
+				tableMin = body.table()
+				tables++
+			}
+		case SectionExport:
+			for n := body.u32(); n > 0 && body.err == nil; n-- {
+				body.name()
+				if body.byte() == 0x01 { // a table
+					return nil
+				}
+				body.u32()
+			}
+		case SectionElement:
+			for n := body.u32(); n > 0 && body.err == nil; n-- {
+				start := body.pos
+				switch body.u32() {
+				case 0x00: // active in table 0, function indexes
+				case 0x02: // active in a given table, element kind, function indexes
+					if body.u32() != 0 || body.byte() != 0x00 {
+						return nil
+					}
+				default: // passive, declarative or expressions: unused or rare
+					body.pos = start
+					skip := Summary{}
+					skip.readElements(&body)
+					continue
+				}
+				offset, ok := constI32(&body)
+				if !ok {
+					return nil
+				}
+				count := body.u32()
+				if uint64(offset)+uint64(count) > uint64(tableMin) {
+					return nil // wazero stops applying segments there; keep its behaviour
+				}
+				if count > maxLazySlots {
+					return nil
+				}
+				for i := uint32(0); i < count && body.err == nil; i++ {
+					slots[offset+i] = body.u32()
+				}
+				if count > 0 {
+					low, high = min(low, offset), max(high, offset+count)
+				}
+				if len(slots) > maxLazySlots {
+					return nil
+				}
+			}
+		}
+		if body.err != nil {
+			return nil
+		}
+	}
+	if tables != 1 || len(slots) == 0 || high-low > maxLazySlots {
+		return nil
+	}
+	plan := &tablePlan{base: low, slots: make([]uint32, high-low), typeIndex: types, funcIndex: funcs}
+	named := map[uint32]bool{}
+	for i := range plan.slots {
+		fn, ok := slots[low+uint32(i)]
+		if !ok {
+			fn = noFunction
+		} else if !named[fn] {
+			named[fn] = true
+			plan.funcs = append(plan.funcs, fn)
+		}
+		plan.slots[i] = fn
+	}
+	return plan
+}
+
+// constI32 reads a constant expression that is a single i32.const.
+func constI32(r *reader) (uint32, bool) {
+	if r.byte() != 0x41 {
+		return 0, false
+	}
+	start := r.pos
+	r.leb(5)
+	v := reader{b: r.b[start:r.pos]}
+	value := int32(v.s33())
+	return uint32(value), r.byte() == 0x0b && r.err == nil
+}
+
+// elements rewrites the element section: its active segments, now filled by
+// fill, become one declarative segment; the others are kept.
+func (plan *tablePlan) elements(body *reader) []byte {
+	var kept []byte
+	var count uint32
+	for n := body.u32(); n > 0 && body.err == nil; n-- {
+		start := body.pos
+		flags := body.u32()
+		body.pos = start
+		skip := Summary{}
+		skip.readElements(body)
+		if flags == 0x00 || flags == 0x02 {
+			continue
+		}
+		kept = append(kept, body.b[start:body.pos]...)
+		count++
+	}
+	declarative := []byte{0x03, 0x00} // declarative, element kind funcref
+	declarative = appendU32(declarative, uint32(len(plan.funcs)))
+	for _, fn := range plan.funcs {
+		declarative = appendU32(declarative, fn)
+	}
+	return appendSection(nil, SectionElement, appendU32(nil, count+1), kept, declarative)
+}
+
+// bodies rewrites the code section's entries: each body, then added (the
+// dispatcher's), then fill's. It returns the section's parts.
+func (plan *tablePlan) bodies(section *reader, added [][]byte) [][]byte {
+	n := section.u32()
+	fills := plan.fills()
+	parts := [][]byte{appendU32(nil, n+uint32(len(added)+len(fills)))}
+	for ; n > 0 && section.err == nil; n-- {
+		size := section.u32()
+		parts = append(parts, plan.code(section.b[section.pos:section.pos+int(size)]))
+		section.pos += int(size)
+	}
+	return append(append(parts, added...), fills...)
+}
+
+// code rewrites a function body so that fill runs before each indirect call.
+func (plan *tablePlan) code(body []byte) []byte {
+	r := reader{b: body, trackIndirect: true}
+	r.locals()
+	r.instructions()
+	if len(r.indirect) == 0 {
+		return withSize(body)
+	}
+	call := appendU32([]byte{0x10}, plan.funcIndex)
+	code := make([]byte, 0, len(body)+len(r.indirect)*len(call))
+	last := 0
+	for _, at := range r.indirect {
+		code = append(append(code, body[last:at]...), call...)
+		last = at
+	}
+	return withSize(append(code, body[last:]...))
+}
+
+// functions is how many functions the plan adds: fill and one per chunk.
+func (plan *tablePlan) functions() int {
+	return 1 + (len(plan.slots)+chunkSlots-1)/chunkSlots
+}
+
+// fills returns the bodies of fill and of each chunk's function.
+//
+//	(func $fill (param $i i32) (result i32)
+//	  (if (i32.lt_u (local.get $i) (table.size))
+//	    (if (ref.is_null (table.get (local.get $i)))
+//	      (then (block $exit (block $chunk_n ... (block $chunk_0
+//	        (br_table $chunk_0 ... $exit (i32.shr_u (i32.sub (local.get $i) (i32.const base)) (i32.const 10))))
+//	        (drop (call $fill_0 (local.get $i))) (br $exit))
+//	      ...))))
+//	  (local.get $i))
+func (plan *tablePlan) fills() [][]byte {
+	chunks := plan.functions() - 1
+	labels := make([]uint32, chunks)
+	for c := range labels {
+		labels[c] = uint32(c)
+	}
+	code := []byte{0x00} // no locals
+	// Past the end, call_indirect traps by itself, with the same stack.
+	code = append(code, 0x20, 0x00, 0xfc, 0x10, 0x00, 0x49) // local.get $i; table.size 0; i32.lt_u
+	code = append(code, 0x04, 0x40)                         // if
+	code = append(code, 0x20, 0x00, 0x25, 0x00, 0xd1)       // local.get $i; table.get 0; ref.is_null
+	code = append(code, 0x04, 0x40, 0x02, 0x40)             // if; block $exit
+	code = switchOn(code, plan.base, chunkShift, labels, func(code []byte, c int) []byte {
+		code = append(code, 0x20, 0x00, 0x10) // local.get $i; call $fill_c; drop
+		return append(appendU32(code, plan.funcIndex+1+uint32(c)), 0x1a)
+	})
+	code = append(code, 0x0b, 0x0b, 0x0b) // end of $exit; end of both ifs
+	code = append(code, 0x20, 0x00, 0x0b) // local.get $i; end
+	bodies := [][]byte{withSize(code)}
+	for c := range chunks {
+		bodies = append(bodies, plan.chunk(c))
+	}
+	return bodies
+}
+
+const chunkShift = 10 // log2(chunkSlots)
+
+// chunk returns the body of the function filling the slots of chunk c:
+//
+//	(func $fill_c (param $i i32) (result i32)
+//	  (block $exit (block $case_k ... (block $case_0
+//	    (br_table $case_... $exit (i32.sub (local.get $i) (i32.const first)))
+//	  ) (table.set (local.get $i) (ref.func f_0)) (br $exit)
+//	  ...)
+//	  (local.get $i))
+//
+// Slots no segment fills go to $exit.
+func (plan *tablePlan) chunk(c int) []byte {
+	first := c * chunkSlots
+	slots := plan.slots[first:min(first+chunkSlots, len(plan.slots))]
+	var filled []uint32 // the functions of the slots that have one, in order
+	labels := make([]uint32, len(slots))
+	for i, fn := range slots {
+		labels[i] = noFunction
+		if fn != noFunction {
+			labels[i] = uint32(len(filled))
+			filled = append(filled, fn)
+		}
+	}
+	code := []byte{0x00}            // no locals
+	code = append(code, 0x02, 0x40) // block $exit
+	code = switchOn(code, plan.base+uint32(first), 0, labels, func(code []byte, k int) []byte {
+		code = append(code, 0x20, 0x00, 0xd2) // local.get $i; ref.func f_k; table.set 0
+		return append(appendU32(code, filled[k]), 0x26, 0x00)
+	})
+	code = append(code, 0x0b)             // end of $exit
+	code = append(code, 0x20, 0x00, 0x0b) // local.get $i; end
+	return withSize(code)
+}
+
+// switchOn appends a switch on (i - from) >> shift, inside a block $exit:
+// labels maps each value to a case (noFunction: none, go to $exit), and
+// each case's code is followed by a branch to $exit.
+func switchOn(code []byte, from uint32, shift int, labels []uint32, emit func([]byte, int) []byte) []byte {
+	cases := uint32(0)
+	for _, l := range labels {
+		if l != noFunction {
+			cases = max(cases, l+1)
+		}
+	}
+	for range cases {
+		code = append(code, 0x02, 0x40) // block $case_k
+	}
+	code = append(code, 0x20, 0x00, 0x41) // local.get $i; i32.const from; i32.sub
+	code = appendS32(code, int32(from))
+	code = append(code, 0x6b)
+	if shift > 0 {
+		code = append(code, 0x41, byte(shift), 0x76) // i32.const shift; i32.shr_u
+	}
+	code = append(code, 0x0e) // br_table: case k is k blocks out, $exit all of them
+	code = appendU32(code, uint32(len(labels)))
+	for _, l := range labels {
+		if l == noFunction {
+			l = cases
+		}
+		code = appendU32(code, l)
+	}
+	code = appendU32(code, cases)
+	for k := range cases {
+		code = append(code, 0x0b) // end of $case_k
+		code = emit(code, int(k))
+		code = append(code, 0x0c) // br $exit
+		code = appendU32(code, cases-1-k)
+	}
+	return code
+}
+
+func withSize(code []byte) []byte {
+	return append(appendU32(nil, uint32(len(code))), code...)
+}

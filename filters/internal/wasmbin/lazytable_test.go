@@ -1,0 +1,143 @@
+package wasmbin
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/tetratelabs/wazero"
+
+	"github.com/sluice-edge/sluice/tests/guestbuild"
+)
+
+// tableWAT is a module whose table holds functions of two types, with
+// gaps, in segments that overlap and span several chunks. call(i) calls
+// slot i as a function returning an i32.
+func tableWAT(extra string) string {
+	var segment strings.Builder
+	for i := range 2500 {
+		fmt.Fprintf(&segment, " $f%d", i%3)
+	}
+	return fmt.Sprintf(`(module
+  (memory 1)
+  (type $ret (func (result i32)))
+  (table 3000 funcref)
+  (func $f0 (result i32) (i32.const 100))
+  (func $f1 (result i32) (i32.const 101))
+  (func $f2 (result i32) (i32.const 102))
+  (func $void)
+  (elem (i32.const 7) func %s)
+  (elem (i32.const 1030) func $void $f2)  ;; overlaps the first
+  (elem (i32.const 2800) func $f1)        ;; after a gap
+  (func (export "call") (param i32) (result i32)
+    (call_indirect (type $ret) (local.get 0)))
+  %s)`, segment.String(), extra)
+}
+
+// outcome is what calling a slot gives: its value, or the trap's message.
+func outcome(ctx context.Context, r wazero.Runtime, module []byte, slots int) ([]string, error) {
+	compiled, err := r.CompileModule(ctx, module)
+	if err != nil {
+		return nil, err
+	}
+	var got []string
+	// One instance for all slots: a slot filled earlier must not change
+	// what a later one gives. And a second instance, to see every slot
+	// start empty again.
+	for range 2 {
+		mod, err := r.InstantiateModule(ctx, compiled, wazero.NewModuleConfig().WithName(""))
+		if err != nil {
+			return nil, err
+		}
+		for i := range slots {
+			res, err := mod.ExportedFunction("call").Call(ctx, uint64(i))
+			if err != nil {
+				got = append(got, err.Error())
+			} else {
+				got = append(got, fmt.Sprint(res[0]))
+			}
+		}
+		_ = mod.Close(ctx)
+	}
+	return got, nil
+}
+
+// Every slot calls what the original's table holds there, or traps as the
+// original does, with the same stack: empty slots, a type mismatch, past
+// the end.
+func TestLazyTableCallsLikeTheOriginal(t *testing.T) {
+	ctx := context.Background()
+	original := guestbuild.WATText(t, tableWAT(""))
+	p, err := Prepare(original, DispatchSpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.LazyTable {
+		t.Fatal("the table was not made lazy")
+	}
+	r := wazero.NewRuntime(ctx)
+	defer r.Close(ctx)
+	want, err := outcome(ctx, r, original, 3002)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := outcome(ctx, r, p.Module, 3002)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for i := range want {
+		seen[strings.SplitN(want[i], "\n", 2)[0]] = true
+		if got[i] != want[i] {
+			t.Errorf("call %d (slot %d): %q, want %q", i, i%3002, got[i], want[i])
+		}
+	}
+	for _, w := range []string{"100", "101", "102", "wasm error: invalid table access", "wasm error: indirect call type mismatch"} {
+		if !seen[w] {
+			t.Errorf("no slot gave %q: the test covers less than it says (saw %v)", w, seen)
+		}
+	}
+}
+
+// The rewrite is skipped for what it cannot keep the same; the module is
+// prepared all the same.
+func TestLazyTableOnlyWhenItCannotBeSeen(t *testing.T) {
+	for name, wat := range map[string]string{
+		"table.get":              tableWAT(`(func (result funcref) (table.get 0 (i32.const 7)))`),
+		"table.set":              tableWAT(`(func (table.set 0 (i32.const 7) (ref.null func)))`),
+		"exported table":         strings.Replace(tableWAT(""), "(table 3000 funcref)", `(table (export "t") 3000 funcref)`, 1),
+		"segment past the table": strings.Replace(tableWAT(""), "(i32.const 2800) func $f1", "(i32.const 2999) func $f1 $f1", 1),
+		"no indirect call":       `(module (memory 1) (table 1 funcref) (func $f) (elem (i32.const 0) $f))`,
+		"offset from a global": `(module (import "env" "g" (global i32)) (memory 1) (table 1 funcref) (func $f)
+  (elem (global.get 0) $f) (func (call_indirect (i32.const 0))))`,
+		"imported table": `(module (import "env" "t" (table 1 funcref)) (memory 1) (func $f)
+  (elem (i32.const 0) $f) (func (call_indirect (i32.const 0))))`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			p, err := Prepare(guestbuild.WATText(t, wat), DispatchSpec{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.LazyTable {
+				t.Error("the table was made lazy")
+			}
+		})
+	}
+}
+
+// Stock Go's table is made lazy, and the rewritten guest compiles: the
+// guests' end-to-end tests then run through it.
+func TestLazyTableOfAGoGuest(t *testing.T) {
+	module := readFile(t, guestbuild.Go(t, "headers"))
+	p, err := Prepare(module, proxySpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.LazyTable {
+		t.Fatal("the Go guest's table was not made lazy")
+	}
+	if err := compile(t, wazero.NewRuntime(context.Background()), p.Module); err != nil {
+		t.Fatal(err)
+	}
+}
