@@ -2,7 +2,9 @@
 // a shared image and are copied only where written: each memory maps the
 // image privately (copy-on-write), so a fresh instance costs a mapping, not a
 // copy, and holds only the pages it touches. Released memories are reset to
-// the image (their private pages dropped) and kept for the next instance.
+// the image and kept for the next instance: a few keep the pages they wrote,
+// with the image copied back over them, so that the next instance writing
+// them takes no page fault; the others drop them.
 //
 // On Linux the image is a sealed memfd mapped MAP_PRIVATE; elsewhere a
 // memory is a plain copy of the image.
@@ -22,6 +24,21 @@ const maxIdle = 4096
 
 // idle counts the memories all pools keep.
 var idle atomic.Int64
+
+// A warm memory is an idle one that kept the pages it wrote, reset by
+// copying the image back over them (Memory.restoreWritten): a page written
+// again costs the next instance no fault, where a dropped one costs a fault,
+// a copy and the drop (~6 µs a page measured here, against ~0.5 µs). Warm
+// memories stay resident, so they are few: warmPerPool per pool, maxWarm in
+// all, and one that wrote more than maxWarmPages pages drops them.
+const (
+	warmPerPool  = 16
+	maxWarm      = 512
+	maxWarmPages = 256
+)
+
+// warm counts the warm memories of all pools.
+var warm atomic.Int64
 
 // mapped counts the memories all pools have made and not released, in use
 // or idle. It is capped at a quarter of the kernel's mapping limit: each
@@ -64,7 +81,8 @@ type Pool struct {
 	// mu guards free; the image stays open while a reader holds it, so
 	// Close cannot close the image's descriptor under a mapping being made.
 	mu     sync.RWMutex
-	free   []*Memory
+	free   []*Memory // cold ones first, warm ones last: Get takes from the end
+	warm   int       // warm memories in free
 	closed bool
 }
 
@@ -96,6 +114,11 @@ func (p *Pool) Get() (*Memory, error) {
 	if n := len(p.free); n > 0 {
 		m := p.free[n-1]
 		p.free = p.free[:n-1]
+		if m.warm {
+			p.warm--
+			warm.Add(-1)
+			m.warm = false
+		}
 		p.mu.Unlock()
 		idle.Add(-1)
 		return m, nil
@@ -137,13 +160,23 @@ func (p *Pool) Put(m *Memory) {
 			clear(m.buf[n:m.high])
 		}
 		m.size, m.high = 0, 0
+	} else if p.restoreWarm(m) {
+		m.warm = true
+		m.size, m.high = 0, 0
 	} else if err := m.reset(); err != nil {
 		m.unmap()
 		return
 	}
 	p.mu.Lock()
 	if !p.closed && len(p.free) < p.keep && idle.Add(1) <= maxIdle {
-		p.free = append(p.free, m)
+		if m.warm {
+			p.free = append(p.free, m)
+			p.warm++
+		} else {
+			p.free = append(p.free, nil)
+			copy(p.free[1:], p.free)
+			p.free[0] = m
+		}
 		p.mu.Unlock()
 		return
 	} else if !p.closed && len(p.free) < p.keep {
@@ -153,6 +186,26 @@ func (p *Pool) Put(m *Memory) {
 	m.unmap()
 }
 
+// restoreWarm resets m by copying the image back over the pages it wrote,
+// if the pool and the process keep another warm memory and m wrote few
+// enough pages, and reports whether it did.
+func (p *Pool) restoreWarm(m *Memory) bool {
+	p.mu.RLock() // the image stays mapped meanwhile
+	defer p.mu.RUnlock()
+	if p.closed || p.warm >= warmPerPool {
+		return false
+	}
+	if warm.Add(1) > maxWarm {
+		warm.Add(-1)
+		return false
+	}
+	if !m.restoreWritten(p.image, maxWarmPages) {
+		warm.Add(-1)
+		return false
+	}
+	return true
+}
+
 // Close releases the pooled memories and the image. Memories still in use
 // stay valid until Put, which then releases them.
 func (p *Pool) Close() {
@@ -160,6 +213,7 @@ func (p *Pool) Close() {
 	free := p.free
 	p.free, p.closed = nil, true
 	p.image.close()
+	p.warm = 0 // unmap counts each out of warm
 	p.mu.Unlock()
 	idle.Add(-int64(len(free)))
 	for _, m := range free {
@@ -169,6 +223,10 @@ func (p *Pool) Close() {
 
 // unmap releases a memory for good.
 func (m *Memory) unmap() {
+	if m.warm {
+		warm.Add(-1)
+		m.warm = false
+	}
 	m.release()
 	mapped.Add(-1)
 }
@@ -185,6 +243,7 @@ type Memory struct {
 	buf  []byte // the whole reservation
 	size uint64 // bytes handed to wazero
 	high uint64 // the most ever handed out since the last reset
+	warm bool   // idle, holding the pages it wrote (see warmPerPool)
 	osMemory
 
 	charger Charger // pays for what is handed out; nil: nobody

@@ -3,10 +3,12 @@
 package cowmem
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -27,6 +29,7 @@ func maxMapCount() int {
 type image struct {
 	fd   int
 	size uint64
+	view []byte // the memfd mapped shared and read-only: what a reset copies back
 }
 
 func newImage(contents []byte) (*image, error) {
@@ -58,10 +61,18 @@ func newImage(contents []byte) (*image, error) {
 		img.close()
 		return nil, fmt.Errorf("cowmem: sealing image: %w", err)
 	}
+	if img.view, err = unix.Mmap(fd, 0, int(size), unix.PROT_READ, unix.MAP_SHARED); err != nil {
+		img.close()
+		return nil, fmt.Errorf("cowmem: mapping image: %w", err)
+	}
 	return img, nil
 }
 
 func (img *image) close() {
+	if img.view != nil {
+		_ = unix.Munmap(img.view)
+		img.view = nil
+	}
 	if img.fd >= 0 {
 		_ = unix.Close(img.fd)
 		img.fd = -1
@@ -80,6 +91,9 @@ func (img *image) mapMemory(reserve uint64) (*Memory, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cowmem: reserving %d bytes: %w", reserve, err)
 	}
+	// Where transparent huge pages are always on, a write past the image
+	// would fault in (and a reset drop) 2 MiB of zeros.
+	_ = unix.Madvise(buf, unix.MADV_NOHUGEPAGE)
 	if img.size > 0 {
 		_, _, errno := unix.Syscall6(unix.SYS_MMAP, uintptr(unsafe.Pointer(&buf[0])), uintptr(img.size),
 			unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_FIXED, uintptr(img.fd), 0)
@@ -105,3 +119,87 @@ func (m *Memory) reset() error {
 }
 
 func (m *Memory) release() { _ = unix.Munmap(m.buf) }
+
+// pagemap is /proc/self/pagemap, or nil where it cannot be read.
+var pagemap = sync.OnceValue(func() *os.File {
+	f, err := os.Open("/proc/self/pagemap")
+	if err != nil {
+		return nil
+	}
+	return f
+})
+
+// Flags of a pagemap entry (see the kernel's admin-guide/mm/pagemap).
+const (
+	pmPresent   = 1 << 63
+	pmSwapped   = 1 << 62
+	pmFile      = 1 << 61 // a page of the file (the image, unwritten), or shared
+	pmExclusive = 1 << 56 // mapped only here
+)
+
+// restoreWritten resets the memory by copying the image back over the
+// pages it wrote, and zeros over those it wrote past the image, keeping them
+// resident. The kernel's page table, read from /proc/self/pagemap, tells
+// which they are: a page the memory wrote is its own anonymous copy, where
+// one it only read is the image's page or the shared zero page. It reports
+// false, leaving the caller to drop the pages, when it cannot tell (no
+// pagemap, a page swapped out or migrating) or when more than maxPages were
+// written.
+func (m *Memory) restoreWritten(img *image, maxPages int) bool {
+	f := pagemap()
+	if f == nil {
+		return false
+	}
+	pages := int((m.high + pageSize - 1) / pageSize)
+	offset := int64(uintptr(unsafe.Pointer(&m.buf[0])) / uintptr(pageSize) * 8)
+	var entries [512 * 8]byte
+	restored := 0
+	for first := 0; first < pages; first += 512 {
+		n := min(512, pages-first)
+		if _, err := f.ReadAt(entries[:n*8], offset+int64(first)*8); err != nil {
+			return false
+		}
+		for i := range n {
+			e := binary.LittleEndian.Uint64(entries[i*8:])
+			if e&pmSwapped != 0 {
+				return false // the page's contents are elsewhere
+			}
+			if e&pmPresent == 0 || e&pmFile != 0 {
+				continue // never written
+			}
+			at := uint64(first+i) * pageSize
+			page := m.buf[at : at+pageSize]
+			var want []byte // nil: zeros
+			if at < img.size {
+				want = img.view[at : at+pageSize]
+			}
+			// Not exclusive: the shared zero page, or a page the kernel
+			// merged (KSM). Writing it would copy it: compare first.
+			if e&pmExclusive == 0 && holds(page, want) {
+				continue
+			}
+			if restored++; restored > maxPages {
+				return false
+			}
+			if want == nil {
+				clear(page)
+			} else {
+				copy(page, want)
+			}
+		}
+	}
+	return true
+}
+
+// holds reports whether page equals want, or is all zeros when want is nil.
+func holds(page, want []byte) bool {
+	if want != nil {
+		return string(page) == string(want)
+	}
+	for _, b := range page {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
+}
