@@ -4,12 +4,15 @@ package cowmem
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // A process may hold a quarter of the kernel's mapping limit in memories.
@@ -144,4 +147,27 @@ func TestWarmMemoriesAreCapped(t *testing.T) {
 	if warm.Load() != before {
 		t.Errorf("%d warm memories counted after the pool closed", warm.Load()-before)
 	}
+}
+
+// Where the kernel has PAGEMAP_SCAN (6.7 on), warm resets use it; the
+// per-page pagemap read, for older kernels, restores the same pages.
+func TestWarmResetWithAndWithoutPagemapScan(t *testing.T) {
+	t.Run("scan", func(t *testing.T) {
+		TestWarmResetRestoresEveryWrittenPage(t)
+		var u unix.Utsname
+		if err := unix.Uname(&u); err != nil {
+			t.Fatal(err)
+		}
+		var major, minor int
+		fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor)
+		if scanning := !noPagemapScan.Load(); scanning != (major > 6 || major == 6 && minor >= 7) {
+			t.Errorf("kernel %d.%d: PAGEMAP_SCAN used: %v", major, minor, scanning)
+		}
+	})
+	t.Run("read", func(t *testing.T) {
+		was := noPagemapScan.Swap(true)
+		defer noPagemapScan.Store(was)
+		TestWarmResetRestoresEveryWrittenPage(t)
+		TestManyWrittenPagesAreDropped(t)
+	})
 }
