@@ -11,15 +11,20 @@ package wasmbin
 // declarative segment (which keeps ref.func of their functions valid), and
 // every call_indirect and return_call_indirect first calls an added
 // function, fill(i) -> i, which sets slot i with ref.func of the function
-// the segments put there if the slot is still empty. (fill hands the slot to
+// the segments put there if the slot is still empty. Since every
+// call_indirect goes through fill, the table can also lose the slots below
+// the first one the segments fill (stock Go leaves 4,096 empty): fill
+// returns i - base, and the table is base slots shorter. (fill hands the slot to
 // one of several functions, each covering a chunk of the table: a function
 // with a case per slot nests a block per slot, and wazero compiles deep
 // nesting in superlinear time.) call_indirect is then
 // the only instruction that reads the table, and it sees what the segments
 // would have put there: Prepare rewrites only modules whose code otherwise
-// neither reads nor writes tables, whose one table is their own (neither
-// imported nor exported), and whose segments lie within the table's
-// initial size. A slot no segment fills stays empty and traps as before.
+// neither reads nor writes tables (table.size included), whose one table is
+// their own (neither imported nor exported), and whose segments lie within
+// the table's initial size. A slot no segment fills stays empty and traps
+// as before; an index below base becomes one past the end, which traps the
+// same way.
 
 // chunkSlots is how many slots one chunk's function covers.
 const chunkSlots = 1024
@@ -29,7 +34,7 @@ const maxLazySlots = 128 * chunkSlots
 
 // tablePlan is what Prepare changes for a lazily filled table.
 type tablePlan struct {
-	base      uint32   // first slot the segments fill
+	base      uint32   // first slot the segments fill: the table is this much shorter
 	slots     []uint32 // function of slot base+i, or noFunction
 	funcs     []uint32 // every function the segments name, once each, for the declarative segment
 	typeIndex uint32   // of fill's type (i32) -> i32, appended to the type section
@@ -71,8 +76,8 @@ func planTable(module []byte, s *Summary, types, funcs uint32) *tablePlan {
 			}
 		case SectionTable:
 			for n := body.u32(); n > 0 && body.err == nil; n-- {
-				if body.pos < len(body.b) && body.b[body.pos] != 0x70 {
-					return nil // not a plain funcref table
+				if body.pos+1 < len(body.b) && (body.b[body.pos] != 0x70 || body.b[body.pos+1] > 0x01) {
+					return nil // not a plain funcref table with 32-bit limits
 				}
 				tableMin = body.table()
 				tables++
@@ -156,6 +161,19 @@ func constI32(r *reader) (uint32, bool) {
 	return uint32(value), r.byte() == 0x0b && r.err == nil
 }
 
+// table rewrites the table section: its one table, base slots shorter.
+func (plan *tablePlan) table(body *reader) []byte {
+	body.u32()  // one table
+	body.byte() // funcref
+	flags := body.byte()
+	entry := []byte{0x01, 0x70, flags}
+	entry = appendU32(entry, body.u32()-plan.base)
+	if flags == 0x01 {
+		entry = appendU32(entry, body.u32()-plan.base)
+	}
+	return appendSection(nil, SectionTable, entry)
+}
+
 // elements rewrites the element section: its active segments, now filled by
 // fill, become one declarative segment; the others are kept.
 func (plan *tablePlan) elements(body *reader) []byte {
@@ -220,32 +238,36 @@ func (plan *tablePlan) functions() int {
 
 // fills returns the bodies of fill and of each chunk's function.
 //
-//	(func $fill (param $i i32) (result i32)
-//	  (if (i32.lt_u (local.get $i) (table.size))
-//	    (if (ref.is_null (table.get (local.get $i)))
+//	(func $fill (param $i i32) (result i32) (local $j i32)
+//	  (local.set $j (i32.sub (local.get $i) (i32.const base)))
+//	  (if (i32.lt_u (local.get $j) (table.size))
+//	    (if (ref.is_null (table.get (local.get $j)))
 //	      (then (block $exit (block $chunk_n ... (block $chunk_0
-//	        (br_table $chunk_0 ... $exit (i32.shr_u (i32.sub (local.get $i) (i32.const base)) (i32.const 10))))
-//	        (drop (call $fill_0 (local.get $i))) (br $exit))
+//	        (br_table $chunk_0 ... $exit (i32.shr_u (local.get $j) (i32.const 10))))
+//	        (drop (call $fill_0 (local.get $j))) (br $exit))
 //	      ...))))
-//	  (local.get $i))
+//	  (local.get $j))
 func (plan *tablePlan) fills() [][]byte {
 	chunks := plan.functions() - 1
 	labels := make([]uint32, chunks)
 	for c := range labels {
 		labels[c] = uint32(c)
 	}
-	code := []byte{0x00} // no locals
+	code := []byte{0x01, 0x01, 0x7f}      // one i32 local, $j
+	code = append(code, 0x20, 0x00, 0x41) // local.get $i; i32.const base; i32.sub; local.set $j
+	code = appendS32(code, int32(plan.base))
+	code = append(code, 0x6b, 0x21, 0x01)
 	// Past the end, call_indirect traps by itself, with the same stack.
-	code = append(code, 0x20, 0x00, 0xfc, 0x10, 0x00, 0x49) // local.get $i; table.size 0; i32.lt_u
+	code = append(code, 0x20, 0x01, 0xfc, 0x10, 0x00, 0x49) // local.get $j; table.size 0; i32.lt_u
 	code = append(code, 0x04, 0x40)                         // if
-	code = append(code, 0x20, 0x00, 0x25, 0x00, 0xd1)       // local.get $i; table.get 0; ref.is_null
+	code = append(code, 0x20, 0x01, 0x25, 0x00, 0xd1)       // local.get $j; table.get 0; ref.is_null
 	code = append(code, 0x04, 0x40, 0x02, 0x40)             // if; block $exit
-	code = switchOn(code, plan.base, chunkShift, labels, func(code []byte, c int) []byte {
-		code = append(code, 0x20, 0x00, 0x10) // local.get $i; call $fill_c; drop
+	code = switchOn(code, 1, 0, chunkShift, labels, func(code []byte, c int) []byte {
+		code = append(code, 0x20, 0x01, 0x10) // local.get $j; call $fill_c; drop
 		return append(appendU32(code, plan.funcIndex+1+uint32(c)), 0x1a)
 	})
 	code = append(code, 0x0b, 0x0b, 0x0b) // end of $exit; end of both ifs
-	code = append(code, 0x20, 0x00, 0x0b) // local.get $i; end
+	code = append(code, 0x20, 0x01, 0x0b) // local.get $j; end
 	bodies := [][]byte{withSize(code)}
 	for c := range chunks {
 		bodies = append(bodies, plan.chunk(c))
@@ -255,14 +277,15 @@ func (plan *tablePlan) fills() [][]byte {
 
 const chunkShift = 10 // log2(chunkSlots)
 
-// chunk returns the body of the function filling the slots of chunk c:
+// chunk returns the body of the function filling the slots of chunk c
+// (slots counted from base, as in the shortened table):
 //
-//	(func $fill_c (param $i i32) (result i32)
+//	(func $fill_c (param $j i32) (result i32)
 //	  (block $exit (block $case_k ... (block $case_0
-//	    (br_table $case_... $exit (i32.sub (local.get $i) (i32.const first)))
-//	  ) (table.set (local.get $i) (ref.func f_0)) (br $exit)
+//	    (br_table $case_... $exit (i32.sub (local.get $j) (i32.const first)))
+//	  ) (table.set (local.get $j) (ref.func f_0)) (br $exit)
 //	  ...)
-//	  (local.get $i))
+//	  (local.get $j))
 //
 // Slots no segment fills go to $exit.
 func (plan *tablePlan) chunk(c int) []byte {
@@ -279,19 +302,19 @@ func (plan *tablePlan) chunk(c int) []byte {
 	}
 	code := []byte{0x00}            // no locals
 	code = append(code, 0x02, 0x40) // block $exit
-	code = switchOn(code, plan.base+uint32(first), 0, labels, func(code []byte, k int) []byte {
-		code = append(code, 0x20, 0x00, 0xd2) // local.get $i; ref.func f_k; table.set 0
+	code = switchOn(code, 0, uint32(first), 0, labels, func(code []byte, k int) []byte {
+		code = append(code, 0x20, 0x00, 0xd2) // local.get $j; ref.func f_k; table.set 0
 		return append(appendU32(code, filled[k]), 0x26, 0x00)
 	})
 	code = append(code, 0x0b)             // end of $exit
-	code = append(code, 0x20, 0x00, 0x0b) // local.get $i; end
+	code = append(code, 0x20, 0x00, 0x0b) // local.get $j; end
 	return withSize(code)
 }
 
-// switchOn appends a switch on (i - from) >> shift, inside a block $exit:
-// labels maps each value to a case (noFunction: none, go to $exit), and
-// each case's code is followed by a branch to $exit.
-func switchOn(code []byte, from uint32, shift int, labels []uint32, emit func([]byte, int) []byte) []byte {
+// switchOn appends a switch on local >> shift (minus first, in a chunk),
+// inside a block $exit: labels maps each value to a case (noFunction: none,
+// go to $exit), and each case's code is followed by a branch to $exit.
+func switchOn(code []byte, local byte, first uint32, shift int, labels []uint32, emit func([]byte, int) []byte) []byte {
 	cases := uint32(0)
 	for _, l := range labels {
 		if l != noFunction {
@@ -301,9 +324,11 @@ func switchOn(code []byte, from uint32, shift int, labels []uint32, emit func([]
 	for range cases {
 		code = append(code, 0x02, 0x40) // block $case_k
 	}
-	code = append(code, 0x20, 0x00, 0x41) // local.get $i; i32.const from; i32.sub
-	code = appendS32(code, int32(from))
-	code = append(code, 0x6b)
+	code = append(code, 0x20, local) // local.get
+	if first > 0 {
+		code = append(code, 0x41) // i32.const first; i32.sub
+		code = append(appendS32(code, int32(first)), 0x6b)
+	}
 	if shift > 0 {
 		code = append(code, 0x41, byte(shift), 0x76) // i32.const shift; i32.shr_u
 	}

@@ -257,6 +257,12 @@ func Prepare(module []byte, dispatch DispatchSpec) (*Prepared, error) {
 			appendEntries(id, &body, addedTypes...)
 		case SectionFunction:
 			appendEntries(id, &body, addedFuncs...)
+		case SectionTable:
+			if table == nil {
+				out = append(out, whole...)
+				break
+			}
+			out = append(out, table.table(&body)...)
 		case SectionElement:
 			if table == nil {
 				out = append(out, whole...)

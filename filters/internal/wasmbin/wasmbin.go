@@ -67,7 +67,7 @@ type Summary struct {
 	// What the code does that decides how instances may start (see Prepare).
 	UsesDataSegments bool // memory.init or data.drop
 	WritesTables     bool // table.set, table.grow, table.fill, table.copy, table.init or elem.drop
-	ReadsTables      bool // table.get
+	ReadsTables      bool // table.get or table.size
 	IndirectCalls    int  // call_indirect and return_call_indirect instructions
 }
 
@@ -658,6 +658,8 @@ func (r *reader) prefixFC() {
 		r.usesData = true
 	case 0x0c, 0x0d, 0x0e, 0x0f, 0x11: // table.init, elem.drop, table.copy, table.grow, table.fill
 		r.writesTables = true
+	case 0x10: // table.size
+		r.readsTables = true
 	}
 	switch op {
 	case 0, 1, 2, 3, 4, 5, 6, 7: // trunc_sat
@@ -752,7 +754,7 @@ type reader struct {
 
 	usesData      bool    // the code read so far uses data segments
 	writesTables  bool    // the code read so far writes tables
-	readsTables   bool    // the code read so far reads tables (table.get)
+	readsTables   bool    // the code read so far reads tables (table.get, table.size)
 	indirectCalls int     // call_indirect and return_call_indirect read so far
 	used          indexes // by what was read so far
 
