@@ -71,10 +71,7 @@ func planDispatch(module []byte, spec DispatchSpec) *dispatchPlan {
 		exports     = map[string]uint32{}
 		globalCount uint32
 	)
-	r := reader{b: module, pos: len(header)}
-	for !r.done() {
-		id := r.byte()
-		body := r.sub(int(r.u32()))
+	for id, body := range sections(module) {
 		switch id {
 		case SectionType:
 			for n := body.u32(); n > 0 && body.err == nil; n-- {

@@ -61,10 +61,7 @@ func planTable(module []byte, s *Summary, types, funcs uint32) *tablePlan {
 		low      = ^uint32(0)
 		high     uint32
 	)
-	r := reader{b: module, pos: len(header)}
-	for !r.done() {
-		id := r.byte()
-		body := r.sub(int(r.u32()))
+	for id, body := range sections(module) {
 		switch id {
 		case SectionType:
 			for n := body.u32(); n > 0 && body.err == nil; n-- {
@@ -102,10 +99,10 @@ func planTable(module []byte, s *Summary, types, funcs uint32) *tablePlan {
 				default: // passive, declarative or expressions: unused or rare
 					body.pos = start
 					skip := Summary{}
-					skip.readElements(&body)
+					skip.readElements(body)
 					continue
 				}
-				offset, ok := constI32(&body)
+				offset, ok := constI32(body)
 				if !ok {
 					return nil
 				}

@@ -305,10 +305,7 @@ func Prepare(module []byte, dispatch DispatchSpec) (*Prepared, error) {
 
 // findStart returns the start function of a module Summarize accepted.
 func findStart(module []byte) (uint32, bool) {
-	r := reader{b: module, pos: len(header)}
-	for !r.done() {
-		id := r.byte()
-		body := r.sub(int(r.u32()))
+	for id, body := range sections(module) {
 		if id == SectionStart {
 			return body.u32(), true
 		}

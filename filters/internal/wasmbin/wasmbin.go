@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"iter"
 )
 
 // ErrMalformed is wrapped by every parse error.
@@ -121,6 +122,21 @@ func Summarize(b []byte) (*Summary, error) {
 		return nil, r.err
 	}
 	return s, s.checkIndexes(used)
+}
+
+// sections walks the sections of a module Summarize accepted: each one's
+// id and a reader of its body.
+func sections(module []byte) iter.Seq2[byte, *reader] {
+	return func(yield func(byte, *reader) bool) {
+		r := reader{b: module, pos: len(header)}
+		for !r.done() {
+			id := r.byte()
+			body := r.sub(int(r.u32()))
+			if !yield(id, &body) {
+				return
+			}
+		}
+	}
 }
 
 // indexes records the largest function, global and type index a module
