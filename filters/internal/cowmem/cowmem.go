@@ -28,7 +28,7 @@ var idle atomic.Int64
 // A warm memory is an idle one that kept the pages it wrote, reset by
 // copying the image back over them (Memory.restoreWritten): a page written
 // again costs the next instance no fault, where a dropped one costs a fault,
-// a copy and the drop (~6 µs a page measured here, against ~0.5 µs). Warm
+// a copy and the drop (~6 µs a page measured here, against ~0.6 µs). Warm
 // memories stay resident, so they are few: warmPerPool per pool, maxWarm in
 // all, and one that wrote more than maxWarmPages pages drops them.
 const (
@@ -78,12 +78,17 @@ type Pool struct {
 	// back is cheaper than asking the kernel to drop the pages.
 	small []byte
 
-	// mu guards free; the image stays open while a reader holds it, so
-	// Close cannot close the image's descriptor under a mapping being made.
+	// mu guards the idle lists; the image stays open while a reader holds
+	// it, so Close cannot close the image's descriptor under a mapping
+	// being made or a warm reset copying from it.
 	mu     sync.RWMutex
-	free   []*Memory // cold ones first, warm ones last: Get takes from the end
-	warm   int       // warm memories in free
+	cold   []*Memory // idle, their written pages dropped
+	warm   []*Memory // idle, warm: Get takes these first
 	closed bool
+	// warmSlots counts warm memories and those being reset warm: a reset
+	// reserves its slot before copying, so that concurrent releases cannot
+	// keep more than warmPerPool.
+	warmSlots atomic.Int32
 }
 
 // NewPool makes a pool of memories starting as a copy of contents (padded
@@ -111,14 +116,15 @@ const copyResetLimit = 256 << 10
 // Get returns a memory holding the image, from the pool or new.
 func (p *Pool) Get() (*Memory, error) {
 	p.mu.Lock()
-	if n := len(p.free); n > 0 {
-		m := p.free[n-1]
-		p.free = p.free[:n-1]
-		if m.warm {
-			p.warm--
-			warm.Add(-1)
-			m.warm = false
-		}
+	if m := pop(&p.warm); m != nil {
+		p.mu.Unlock()
+		p.warmSlots.Add(-1)
+		warm.Add(-1)
+		m.warm = false
+		idle.Add(-1)
+		return m, nil
+	}
+	if m := pop(&p.cold); m != nil {
 		p.mu.Unlock()
 		idle.Add(-1)
 		return m, nil
@@ -161,46 +167,59 @@ func (p *Pool) Put(m *Memory) {
 		}
 		m.size, m.high = 0, 0
 	} else if p.restoreWarm(m) {
+		// high stays: the pages kept may reach it, and the next reset
+		// must look at them all.
 		m.warm = true
-		m.size, m.high = 0, 0
+		m.size = 0
 	} else if err := m.reset(); err != nil {
 		m.unmap()
 		return
 	}
 	p.mu.Lock()
-	if !p.closed && len(p.free) < p.keep && idle.Add(1) <= maxIdle {
+	if !p.closed && len(p.cold)+len(p.warm) < p.keep && idle.Add(1) <= maxIdle {
 		if m.warm {
-			p.free = append(p.free, m)
-			p.warm++
+			p.warm = append(p.warm, m)
 		} else {
-			p.free = append(p.free, nil)
-			copy(p.free[1:], p.free)
-			p.free[0] = m
+			p.cold = append(p.cold, m)
 		}
 		p.mu.Unlock()
 		return
-	} else if !p.closed && len(p.free) < p.keep {
+	} else if !p.closed && len(p.cold)+len(p.warm) < p.keep {
 		idle.Add(-1) // the process keeps enough
 	}
 	p.mu.Unlock()
+	if m.warm {
+		p.warmSlots.Add(-1)
+	}
 	m.unmap()
+}
+
+func pop(list *[]*Memory) *Memory {
+	n := len(*list)
+	if n == 0 {
+		return nil
+	}
+	m := (*list)[n-1]
+	*list = (*list)[:n-1]
+	return m
 }
 
 // restoreWarm resets m by copying the image back over the pages it wrote,
 // if the pool and the process keep another warm memory and m wrote few
-// enough pages, and reports whether it did.
+// enough pages, and reports whether it did. It reserves m's warm slots.
 func (p *Pool) restoreWarm(m *Memory) bool {
 	p.mu.RLock() // the image stays mapped meanwhile
 	defer p.mu.RUnlock()
-	if p.closed || p.warm >= warmPerPool {
+	if p.closed {
 		return false
 	}
-	if warm.Add(1) > maxWarm {
-		warm.Add(-1)
+	if p.warmSlots.Add(1) > warmPerPool {
+		p.warmSlots.Add(-1)
 		return false
 	}
-	if !m.restoreWritten(p.image, maxWarmPages) {
+	if warm.Add(1) > maxWarm || !m.restoreWritten(p.image, maxWarmPages) {
 		warm.Add(-1)
+		p.warmSlots.Add(-1)
 		return false
 	}
 	return true
@@ -210,10 +229,9 @@ func (p *Pool) restoreWarm(m *Memory) bool {
 // stay valid until Put, which then releases them.
 func (p *Pool) Close() {
 	p.mu.Lock()
-	free := p.free
-	p.free, p.closed = nil, true
+	free := append(p.cold, p.warm...)
+	p.cold, p.warm, p.closed = nil, nil, true
 	p.image.close()
-	p.warm = 0 // unmap counts each out of warm
 	p.mu.Unlock()
 	idle.Add(-int64(len(free)))
 	for _, m := range free {
@@ -242,7 +260,7 @@ func (p *Pool) Size() uint64 { return p.image.size }
 type Memory struct {
 	buf  []byte // the whole reservation
 	size uint64 // bytes handed to wazero
-	high uint64 // the most ever handed out since the last reset
+	high uint64 // the most ever handed out since its pages were last dropped
 	warm bool   // idle, holding the pages it wrote (see warmPerPool)
 	osMemory
 

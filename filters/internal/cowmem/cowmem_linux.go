@@ -140,12 +140,11 @@ const (
 
 // restoreWritten resets the memory by copying the image back over the
 // pages it wrote, and zeros over those it wrote past the image, keeping them
-// resident. The kernel's page table, read from /proc/self/pagemap, tells
-// which they are: a page the memory wrote is its own anonymous copy, where
-// one it only read is the image's page or the shared zero page. It reports
-// false, leaving the caller to drop the pages, when it cannot tell (no
-// pagemap, a page swapped out or migrating) or when more than maxPages were
-// written.
+// resident. The kernel's page table tells which they are: a page the memory
+// wrote is its own anonymous copy, where one it only read is the image's
+// page or the shared zero page. It reports false, leaving the caller to drop
+// the pages, when it cannot tell (no pagemap, a page swapped out or
+// migrating) or when more than maxPages were written.
 func (m *Memory) restoreWritten(img *image, maxPages int) bool {
 	f := pagemap()
 	if f == nil {
@@ -157,6 +156,23 @@ func (m *Memory) restoreWritten(img *image, maxPages int) bool {
 		}
 		noPagemapScan.Store(true)
 	}
+	return m.readWritten(f, img, maxPages)
+}
+
+// restoreRun copies the image back over buf[from:to] and zeros over what
+// lies past the image.
+func (m *Memory) restoreRun(img *image, from, to uint64) {
+	if from < img.size {
+		copy(m.buf[from:min(to, img.size)], img.view[from:min(to, img.size)])
+	}
+	if to > img.size {
+		clear(m.buf[max(from, img.size):to])
+	}
+}
+
+// readWritten is restoreWritten for kernels without PAGEMAP_SCAN: it reads
+// the /proc/self/pagemap entry of every page.
+func (m *Memory) readWritten(f *os.File, img *image, maxPages int) bool {
 	pages := int((m.high + pageSize - 1) / pageSize)
 	offset := int64(uintptr(unsafe.Pointer(&m.buf[0])) / uintptr(pageSize) * 8)
 	var entries [512 * 8]byte
@@ -175,24 +191,30 @@ func (m *Memory) restoreWritten(img *image, maxPages int) bool {
 				continue // never written
 			}
 			at := uint64(first+i) * pageSize
-			page := m.buf[at : at+pageSize]
-			var want []byte // nil: zeros
-			if at < img.size {
-				want = img.view[at : at+pageSize]
-			}
 			// Not exclusive: the shared zero page, or a page the kernel
 			// merged (KSM). Writing it would copy it: compare first.
-			if e&pmExclusive == 0 && holds(page, want) {
+			if e&pmExclusive == 0 && m.holdsImage(img, at) {
 				continue
 			}
 			if restored++; restored > maxPages {
 				return false
 			}
-			if want == nil {
-				clear(page)
-			} else {
-				copy(page, want)
-			}
+			m.restoreRun(img, at, at+pageSize)
+		}
+	}
+	return true
+}
+
+// holdsImage reports whether the page at at holds what the image (or the
+// zeros past it) holds there.
+func (m *Memory) holdsImage(img *image, at uint64) bool {
+	page := m.buf[at : at+pageSize]
+	if at < img.size {
+		return string(page) == string(img.view[at:at+pageSize])
+	}
+	for _, b := range page {
+		if b != 0 {
+			return false
 		}
 	}
 	return true
@@ -230,17 +252,17 @@ func (m *Memory) scanWritten(f *os.File, img *image, maxPages int) (restored, ok
 	defer regionBuffers.Put(regions)
 	base := uint64(uintptr(unsafe.Pointer(&m.buf[0])))
 	end := base + (m.high+pageSize-1)/pageSize*pageSize
-	count := 0
+	count := uint64(0)
 	for start := base; start < end; {
 		arg := pmScanArg{
 			size: uint64(unsafe.Sizeof(pmScanArg{})), start: start, end: end,
 			vec: uint64(uintptr(unsafe.Pointer(regions))), vecLen: uint64(len(regions)),
-			// Present or swapped, and neither the image's page nor the
-			// zero page: a page this memory wrote.
-			categoryInverted: pageIsFile | pageIsPFNZero,
-			categoryMask:     pageIsFile | pageIsPFNZero,
+			// Present or swapped, and not the image's page: a page this
+			// memory wrote, or the zero page.
+			categoryInverted: pageIsFile,
+			categoryMask:     pageIsFile,
 			categoryAnyOf:    pageIsPresent | pageIsSwapped,
-			returnMask:       pageIsSwapped,
+			returnMask:       pageIsSwapped | pageIsPFNZero,
 		}
 		n, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), pagemapScan, uintptr(unsafe.Pointer(&arg)))
 		if errno == unix.ENOTTY || errno == unix.EINVAL {
@@ -249,35 +271,31 @@ func (m *Memory) scanWritten(f *os.File, img *image, maxPages int) (restored, ok
 		if errno != 0 || arg.walkEnd <= start {
 			return false, true
 		}
+		// The zero page is what the memory holds past the image; within
+		// it, only a page the kernel merged (KSM) after it was zeroed can
+		// be the zero page, and it must get the image back.
+		written := func(r pageRegion) (from, to uint64) {
+			from, to = r.start-base, r.end-base
+			if r.categories&pageIsPFNZero != 0 {
+				to = min(to, max(from, img.size))
+			}
+			return from, to
+		}
 		for _, r := range regions[:n] {
 			if r.categories&pageIsSwapped != 0 {
 				return false, true // its contents are elsewhere
 			}
-			if count += int((r.end - r.start) / pageSize); count > maxPages {
-				return false, true
-			}
-			from, to := r.start-base, r.end-base
-			if from < img.size {
-				copy(m.buf[from:min(to, img.size)], img.view[from:min(to, img.size)])
-			}
-			if to > img.size {
-				clear(m.buf[max(from, img.size):to])
-			}
+			from, to := written(r)
+			count += (to - from) / pageSize
+		}
+		if count > uint64(maxPages) {
+			return false, true
+		}
+		for _, r := range regions[:n] {
+			from, to := written(r)
+			m.restoreRun(img, from, to)
 		}
 		start = arg.walkEnd
 	}
 	return true, true
-}
-
-// holds reports whether page equals want, or is all zeros when want is nil.
-func holds(page, want []byte) bool {
-	if want != nil {
-		return string(page) == string(want)
-	}
-	for _, b := range page {
-		if b != 0 {
-			return false
-		}
-	}
-	return true
 }

@@ -9,6 +9,8 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"sync"
+	"unsafe"
 	"strings"
 	"testing"
 
@@ -92,6 +94,41 @@ func TestWarmResetRestoresEveryWrittenPage(t *testing.T) {
 			t.Fatalf("round %d: the memory was not reset warm", round)
 		}
 	}
+	last, _ := p.Get()
+	wantImage(t, last, contents, size)
+	p.Put(last)
+}
+
+// Pages a warm memory kept from an earlier, larger use still count towards
+// maxWarmPages, and are dropped with the rest.
+func TestPagesKeptFromALargerUseStillCount(t *testing.T) {
+	contents := largeImage(t)
+	p, err := NewPool(contents, 8<<20, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	write := func(m *Memory, size uint64, from, pages int) {
+		buf := m.Reallocate(size)
+		for page := from; page < from+pages; page++ {
+			buf[page*int(pageSize)] ^= 0xff
+		}
+	}
+	m, _ := p.Get()
+	write(m, 4<<20, 800, maxWarmPages/2+1) // past 3 MiB
+	p.Put(m)
+	if !m.warm {
+		t.Fatal("the first use was not reset warm")
+	}
+	m, _ = p.Get()
+	write(m, 2<<20, 0, maxWarmPages/2+1) // a smaller memory this time
+	p.Put(m)
+	if m.warm {
+		t.Fatal("a memory holding more than maxWarmPages written pages was kept warm")
+	}
+	m, _ = p.Get()
+	wantImage(t, m, contents, 4<<20)
+	p.Put(m)
 }
 
 // A memory that wrote more than maxWarmPages pages drops them instead, and
@@ -108,38 +145,46 @@ func TestManyWrittenPagesAreDropped(t *testing.T) {
 	for page := range maxWarmPages + 1 {
 		buf[page*int(pageSize)] ^= 0xff
 	}
+	before := warm.Load()
 	p.Put(m)
 	if m.warm {
 		t.Fatal("a memory that wrote too many pages was kept warm")
+	}
+	if warm.Load() != before || p.warmSlots.Load() != 0 {
+		t.Errorf("a failed warm reset left %d process and %d pool slots taken", warm.Load()-before, p.warmSlots.Load())
 	}
 	again, _ := p.Get()
 	wantImage(t, again, contents, 2<<20)
 	p.Put(again)
 }
 
-// A pool keeps at most warmPerPool warm memories, hands them out before
-// the cold ones, and gives back their count when it closes.
+// A pool keeps at most warmPerPool warm memories, also when they come back
+// at once, hands them out before the cold ones, and gives back their count
+// when it closes with some still idle.
 func TestWarmMemoriesAreCapped(t *testing.T) {
 	contents := largeImage(t)
 	before := warm.Load()
-	p, err := NewPool(contents, 4<<20, warmPerPool+8)
+	p, err := NewPool(contents, 4<<20, 3*warmPerPool)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var ms []*Memory
-	for range warmPerPool + 4 {
+	for range 3 * warmPerPool {
 		m, _ := p.Get()
 		m.Reallocate(2 << 20)[0] = 1
 		ms = append(ms, m)
 	}
+	var wg sync.WaitGroup
 	for _, m := range ms {
-		p.Put(m)
+		wg.Go(func() { p.Put(m) })
 	}
-	if p.warm != warmPerPool || warm.Load() != before+warmPerPool {
-		t.Fatalf("%d warm in the pool, %d in all, want %d", p.warm, warm.Load()-before, warmPerPool)
+	wg.Wait()
+	if len(p.warm) != warmPerPool || p.warmSlots.Load() != warmPerPool || warm.Load() != before+warmPerPool {
+		t.Fatalf("%d warm in the pool (%d slots), %d in all, want %d", len(p.warm), p.warmSlots.Load(), warm.Load()-before, warmPerPool)
 	}
-	for range warmPerPool {
-		if m, _ := p.Get(); !slices.Contains(ms, m) || p.free[0].warm {
+	kept := slices.Clone(p.warm)
+	for range warmPerPool / 2 {
+		if m, _ := p.Get(); !slices.Contains(kept, m) {
 			t.Fatal("a cold memory was handed out before a warm one")
 		}
 	}
@@ -147,6 +192,37 @@ func TestWarmMemoriesAreCapped(t *testing.T) {
 	if warm.Load() != before {
 		t.Errorf("%d warm memories counted after the pool closed", warm.Load()-before)
 	}
+}
+
+// Reservations are marked MADV_NOHUGEPAGE: with transparent huge pages
+// always on, one write past the image would fault in 2 MiB.
+func TestReservationsTakeNoHugePages(t *testing.T) {
+	p, err := NewPool(largeImage(t), 8<<20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	m, _ := p.Get()
+	defer p.Put(m)
+	smaps, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The anonymous part of the reservation, past the image's mapping.
+	past := uint64(uintptr(unsafe.Pointer(&m.buf[0]))) + p.Size()
+	inside := false
+	for _, line := range strings.Split(string(smaps), "\n") {
+		var from, to uint64
+		if _, err := fmt.Sscanf(line, "%x-%x ", &from, &to); err == nil {
+			inside = from <= past && past < to
+		} else if flags, ok := strings.CutPrefix(line, "VmFlags:"); ok && inside {
+			if !slices.Contains(strings.Fields(flags), "nh") {
+				t.Errorf("the reservation's flags are %q, without nh", flags)
+			}
+			return
+		}
+	}
+	t.Fatal("the reservation is not in /proc/self/smaps")
 }
 
 // Where the kernel has PAGEMAP_SCAN (6.7 on), warm resets use it; the
