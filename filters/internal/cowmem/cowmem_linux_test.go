@@ -9,10 +9,10 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"sync"
-	"unsafe"
 	"strings"
+	"sync"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
