@@ -259,7 +259,7 @@ func (plan *dispatchPlan) body() []byte {
 		code = append(code, 0x20, result, 0x0f, 0x0b) // local.get result; return; end
 	}
 	code = append(code, 0x00, 0x0b) // unreachable; end of the function
-	return append(appendU32(nil, uint32(len(code))), code...)
+	return withSize(code)
 }
 
 // sequenceOp returns the op of plan's sequence.

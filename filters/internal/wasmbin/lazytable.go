@@ -10,21 +10,22 @@ package wasmbin
 // The rewritten module's table starts empty: the active segments become one
 // declarative segment (which keeps ref.func of their functions valid), and
 // every call_indirect and return_call_indirect first calls an added
-// function, fill(i) -> i, which sets slot i with ref.func of the function
-// the segments put there if the slot is still empty. Since every
-// call_indirect goes through fill, the table can also lose the slots below
-// the first one the segments fill (stock Go leaves 4,096 empty): fill
-// returns i - base, and the table is base slots shorter. (fill hands the slot to
-// one of several functions, each covering a chunk of the table: a function
-// with a case per slot nests a block per slot, and wazero compiles deep
-// nesting in superlinear time.) call_indirect is then
-// the only instruction that reads the table, and it sees what the segments
-// would have put there: Prepare rewrites only modules whose code otherwise
-// neither reads nor writes tables (table.size included), whose one table is
-// their own (neither imported nor exported), and whose segments lie within
-// the table's initial size. A slot no segment fills stays empty and traps
-// as before; an index below base becomes one past the end, which traps the
-// same way.
+// function, fill(i) -> i - base, which sets slot i - base with ref.func of
+// the function the segments put at slot i if that slot is still empty.
+// Since every call_indirect goes through fill, the table loses the slots
+// below the first one the segments fill (base; stock Go leaves 4,096
+// empty). fill hands the slot to one of several functions, each covering a
+// chunk of the table: a function with a case per slot nests a block per
+// slot, and wazero compiles deep nesting in superlinear time.
+//
+// call_indirect is then the only instruction that reads the table, and it
+// sees what the segments would have put there: Prepare rewrites only
+// modules whose code otherwise neither reads nor writes tables (table.size
+// included), whose one table is their own (neither imported nor exported),
+// and whose active segments list functions (not expressions) at constant
+// offsets within the table's initial size. A slot no segment fills stays
+// empty and traps as before; an index below base becomes one past the end,
+// which traps the same way.
 
 // chunkSlots is how many slots one chunk's function covers.
 const chunkSlots = 1024
@@ -36,7 +37,7 @@ const maxLazySlots = 128 * chunkSlots
 type tablePlan struct {
 	base      uint32   // first slot the segments fill: the table is this much shorter
 	slots     []uint32 // function of slot base+i, or noFunction
-	funcs     []uint32 // every function the segments name, once each, for the declarative segment
+	funcs     []uint32 // every function the active segments name, once each, for the declarative segment
 	typeIndex uint32   // of fill's type (i32) -> i32, appended to the type section
 	funcIndex uint32   // of fill, appended to the functions, followed by one per chunk
 }
@@ -51,32 +52,33 @@ var fillType = []byte{0x60, 0x01, 0x7f, 0x01, 0x7f}
 // (see above). types and funcs are the sizes of the type and function index
 // spaces once the dispatcher is added.
 func planTable(module []byte, s *Summary, types, funcs uint32) *tablePlan {
-	if s.WritesTables || s.ReadsTables || s.ImportsTable || s.IndirectCalls == 0 {
+	if s.WritesTables || s.ReadsTables || s.ImportsTable || !s.CallsIndirect || s.RecGroups {
 		return nil
 	}
 	var (
 		tables   int
 		tableMin uint32
 		slots    = map[uint32]uint32{}
+		named    = map[uint32]bool{}
+		declared []uint32 // every function named, overwritten or not: ref.func may name it
 		low      = ^uint32(0)
 		high     uint32
 	)
 	for id, body := range sections(module) {
 		switch id {
-		case SectionType:
-			for n := body.u32(); n > 0 && body.err == nil; n-- {
-				if body.byte() != 0x60 {
-					return nil // a recursive group: leave the module's types alone
-				}
-				body.pos--
-				body.funcType()
-			}
 		case SectionTable:
 			for n := body.u32(); n > 0 && body.err == nil; n-- {
-				if body.pos+1 < len(body.b) && (body.b[body.pos] != 0x70 || body.b[body.pos+1] > 0x01) {
-					return nil // not a plain funcref table with 32-bit limits
+				if body.byte() != 0x70 { // an initializer, or not funcref
+					return nil
 				}
-				tableMin = body.table()
+				flags := body.byte()
+				tableMin = body.u32()
+				switch {
+				case flags == 0x01 && body.u32() < tableMin: // invalid: let the compiler say so
+					return nil
+				case flags > 0x01: // 64-bit or shared limits
+					return nil
+				}
 				tables++
 			}
 		case SectionExport:
@@ -90,36 +92,40 @@ func planTable(module []byte, s *Summary, types, funcs uint32) *tablePlan {
 		case SectionElement:
 			for n := body.u32(); n > 0 && body.err == nil; n-- {
 				start := body.pos
-				switch body.u32() {
-				case 0x00: // active in table 0, function indexes
-				case 0x02: // active in a given table, element kind, function indexes
-					if body.u32() != 0 || body.byte() != 0x00 {
+				flags := body.u32()
+				switch flags {
+				case 0x00: // active in table 0: offset, function indexes
+				case 0x02: // active in a given table: index, offset, element kind, function indexes
+					if body.u32() != 0 {
 						return nil
 					}
-				default: // passive, declarative or expressions: unused or rare
+				case 0x04, 0x06: // active, with expressions
+					return nil
+				default: // passive or declarative: kept as they are
 					body.pos = start
-					skip := Summary{}
-					skip.readElements(body)
+					new(Summary).readElements(body)
 					continue
 				}
 				offset, ok := constI32(body)
-				if !ok {
+				if !ok || flags == 0x02 && body.byte() != 0x00 {
 					return nil
 				}
 				count := body.u32()
-				if uint64(offset)+uint64(count) > uint64(tableMin) {
+				if uint64(offset)+uint64(count) > uint64(tableMin) || count > maxLazySlots {
 					return nil // wazero stops applying segments there; keep its behaviour
 				}
-				if count > maxLazySlots {
-					return nil
-				}
 				for i := uint32(0); i < count && body.err == nil; i++ {
-					slots[offset+i] = body.u32()
+					fn := body.u32()
+					slots[offset+i] = fn
+					if !named[fn] {
+						named[fn] = true
+						declared = append(declared, fn)
+					}
 				}
 				if count > 0 {
 					low, high = min(low, offset), max(high, offset+count)
 				}
-				if len(slots) > maxLazySlots {
+				if high-low > maxLazySlots {
 					return nil
 				}
 			}
@@ -128,47 +134,28 @@ func planTable(module []byte, s *Summary, types, funcs uint32) *tablePlan {
 			return nil
 		}
 	}
-	if tables != 1 || len(slots) == 0 || high-low > maxLazySlots {
+	if tables != 1 || len(slots) == 0 {
 		return nil
 	}
-	plan := &tablePlan{base: low, slots: make([]uint32, high-low), typeIndex: types, funcIndex: funcs}
-	named := map[uint32]bool{}
+	plan := &tablePlan{base: low, slots: make([]uint32, high-low), funcs: declared, typeIndex: types, funcIndex: funcs}
 	for i := range plan.slots {
 		fn, ok := slots[low+uint32(i)]
 		if !ok {
 			fn = noFunction
-		} else if !named[fn] {
-			named[fn] = true
-			plan.funcs = append(plan.funcs, fn)
 		}
 		plan.slots[i] = fn
 	}
 	return plan
 }
 
-// constI32 reads a constant expression that is a single i32.const.
-func constI32(r *reader) (uint32, bool) {
-	if r.byte() != 0x41 {
-		return 0, false
-	}
-	start := r.pos
-	r.leb(5)
-	v := reader{b: r.b[start:r.pos]}
-	value := int32(v.s33())
-	return uint32(value), r.byte() == 0x0b && r.err == nil
-}
-
 // table rewrites the table section: its one table, base slots shorter.
+// Its maximum stays: no code grows the table.
 func (plan *tablePlan) table(body *reader) []byte {
 	body.u32()  // one table
 	body.byte() // funcref
 	flags := body.byte()
-	entry := []byte{0x01, 0x70, flags}
-	entry = appendU32(entry, body.u32()-plan.base)
-	if flags == 0x01 {
-		entry = appendU32(entry, body.u32()-plan.base)
-	}
-	return appendSection(nil, SectionTable, entry)
+	entry := appendU32([]byte{0x01, 0x70, flags}, body.u32()-plan.base)
+	return appendSection(nil, SectionTable, entry, body.b[body.pos:])
 }
 
 // elements rewrites the element section: its active segments, now filled by
@@ -180,8 +167,7 @@ func (plan *tablePlan) elements(body *reader) []byte {
 		start := body.pos
 		flags := body.u32()
 		body.pos = start
-		skip := Summary{}
-		skip.readElements(body)
+		new(Summary).readElements(body)
 		if flags == 0x00 || flags == 0x02 {
 			continue
 		}
@@ -288,14 +274,22 @@ const chunkShift = 10 // log2(chunkSlots)
 func (plan *tablePlan) chunk(c int) []byte {
 	first := c * chunkSlots
 	slots := plan.slots[first:min(first+chunkSlots, len(plan.slots))]
-	var filled []uint32 // the functions of the slots that have one, in order
+	// One case per function: a function in many slots is one case.
+	var filled []uint32 // the case's function, by case
+	cases := map[uint32]uint32{}
 	labels := make([]uint32, len(slots))
 	for i, fn := range slots {
 		labels[i] = noFunction
-		if fn != noFunction {
-			labels[i] = uint32(len(filled))
+		if fn == noFunction {
+			continue
+		}
+		k, ok := cases[fn]
+		if !ok {
+			k = uint32(len(filled))
+			cases[fn] = k
 			filled = append(filled, fn)
 		}
+		labels[i] = k
 	}
 	code := []byte{0x00}            // no locals
 	code = append(code, 0x02, 0x40) // block $exit
@@ -345,8 +339,4 @@ func switchOn(code []byte, local byte, first uint32, shift int, labels []uint32,
 		code = appendU32(code, cases-1-k)
 	}
 	return code
-}
-
-func withSize(code []byte) []byte {
-	return append(appendU32(nil, uint32(len(code))), code...)
 }

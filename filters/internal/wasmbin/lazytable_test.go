@@ -3,6 +3,7 @@ package wasmbin
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -104,11 +105,17 @@ func TestLazyTableCallsLikeTheOriginal(t *testing.T) {
 // prepared all the same.
 func TestLazyTableOnlyWhenItCannotBeSeen(t *testing.T) {
 	for name, wat := range map[string]string{
-		"table.get":              tableWAT(`(func (result funcref) (table.get 0 (i32.const 7)))`),
-		"table.set":              tableWAT(`(func (table.set 0 (i32.const 7) (ref.null func)))`),
-		"exported table":         strings.Replace(tableWAT(""), "(table 3000 funcref)", `(table (export "t") 3000 funcref)`, 1),
-		"segment past the table": strings.Replace(tableWAT(""), "(i32.const 2800) func $f1", "(i32.const 2999) func $f1 $f1", 1),
-		"no indirect call":       `(module (memory 1) (table 1 funcref) (func $f) (elem (i32.const 0) $f))`,
+		"table.get":                tableWAT(`(func (result funcref) (table.get 0 (i32.const 7)))`),
+		"table.set":                tableWAT(`(func (table.set 0 (i32.const 7) (ref.null func)))`),
+		"table.size":               tableWAT(`(func (result i32) (table.size 0))`),
+		"table.grow":               tableWAT(`(func (drop (table.grow 0 (ref.null func) (i32.const 1))))`),
+		"table.fill":               tableWAT(`(func (table.fill 0 (i32.const 0) (ref.null func) (i32.const 1)))`),
+		"table.copy":               tableWAT(`(func (table.copy (i32.const 0) (i32.const 1) (i32.const 1)))`),
+		"elem.drop":                tableWAT(`(elem $p func $f0) (func (elem.drop $p))`),
+		"a segment of expressions": tableWAT(`(elem (i32.const 2900) funcref (ref.func $f0) (ref.null func))`),
+		"exported table":           strings.Replace(tableWAT(""), "(table 3000 funcref)", `(table (export "t") 3000 funcref)`, 1),
+		"segment past the table":   strings.Replace(tableWAT(""), "(i32.const 2800) func $f1", "(i32.const 2999) func $f1 $f1", 1),
+		"no indirect call":         `(module (memory 1) (table 1 funcref) (func $f) (elem (i32.const 0) $f))`,
 		"offset from a global": `(module (import "env" "g" (global i32)) (memory 1) (table 1 funcref) (func $f)
   (elem (global.get 0) $f) (func (call_indirect (i32.const 0))))`,
 		"imported table": `(module (import "env" "t" (table 1 funcref)) (memory 1) (func $f)
@@ -148,5 +155,63 @@ func TestLazyTableOfAGoGuest(t *testing.T) {
 	}
 	if err := compile(t, wazero.NewRuntime(context.Background()), p.Module); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A segment naming its table (flags 2) is made lazy like one that does
+// not, and calls the same: table 0 of 10 slots, function 0 (returning 42)
+// in slot 5, call(i) through call_indirect.
+func TestLazyTableWithAnExplicitTableIndex(t *testing.T) {
+	ctx := context.Background()
+	original := module(
+		section(SectionType, hx("02 6000017f 60017f017f")),
+		section(SectionFunction, hx("02 00 01")),
+		section(SectionTable, hx("01 70 00 0a")),
+		section(SectionMemory, hx("01 00 01")),
+		section(SectionExport, append(hx("01"), append(name("call"), 0x00, 0x01)...)),
+		section(SectionElement, hx("01 02 00 41050b 00 01 00")), // flags 2, table 0, offset 5, funcref, [0]
+		section(SectionCode, hx("02 04 00 412a 0b 07 00 2000 110000 0b")))
+	p, err := Prepare(original, DispatchSpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.LazyTable {
+		t.Fatal("the table was not made lazy")
+	}
+	r := wazero.NewRuntime(ctx)
+	defer r.Close(ctx)
+	want, err := outcome(ctx, r, original, 12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := outcome(ctx, r, p.Module, 12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) || want[5] != "42" {
+		t.Errorf("calls gave %q, the original %q", got, want)
+	}
+}
+
+// A function a later segment overwrote stays declared: ref.func may name
+// it, and the rewritten module must still compile.
+func TestLazyTableKeepsOverwrittenFunctionsDeclared(t *testing.T) {
+	p, err := Prepare(guestbuild.WATText(t, `(module
+  (memory 1)
+  (table 10 funcref)
+  (func $only)
+  (func $other)
+  (elem (i32.const 5) func $only)
+  (elem (i32.const 5) func $other)
+  (func (export "ref") (drop (ref.func $only)))
+  (func (call_indirect (i32.const 5))))`), DispatchSpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.LazyTable {
+		t.Fatal("the table was not made lazy")
+	}
+	if err := compile(t, wazero.NewRuntime(context.Background()), p.Module); err != nil {
+		t.Errorf("the rewritten module does not compile: %v", err)
 	}
 }

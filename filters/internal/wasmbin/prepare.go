@@ -331,15 +331,12 @@ func applyData(r *reader, minPages uint32) ([]byte, error) {
 		if flags == 2 && r.u32() != 0 {
 			return nil, fmt.Errorf("%w: a data segment is for memory %d", ErrNotPreparable, flags)
 		}
-		if r.byte() != 0x41 { // i32.const
-			return nil, fmt.Errorf("%w: a data segment offset is not a constant", ErrNotPreparable)
-		}
-		offset := uint64(uint32(r.s33()))
-		if r.byte() != 0x0b { // end
+		offset, ok := constI32(r)
+		if !ok {
 			return nil, fmt.Errorf("%w: a data segment offset is not a constant", ErrNotPreparable)
 		}
 		data := r.name()
-		end := offset + uint64(len(data))
+		end := uint64(offset) + uint64(len(data))
 		if end > limit {
 			return nil, fmt.Errorf("%w: a data segment ends at %d, past the initial memory of %d bytes",
 				ErrNotPreparable, end, limit)
@@ -362,6 +359,21 @@ func sectionOrder(id byte) int {
 		return 95
 	}
 	return int(id) * 10
+}
+
+// constI32 reads a constant expression that is a single i32.const, as
+// segment offsets are.
+func constI32(r *reader) (uint32, bool) {
+	if r.byte() != 0x41 {
+		return 0, false
+	}
+	v := uint32(r.s33())
+	return v, r.byte() == 0x0b && r.err == nil
+}
+
+// withSize prefixes code with its size, as a function body is written.
+func withSize(code []byte) []byte {
+	return append(appendU32(nil, uint32(len(code))), code...)
 }
 
 func appendSection(dst []byte, id byte, parts ...[]byte) []byte {

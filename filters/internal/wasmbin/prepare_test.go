@@ -306,7 +306,8 @@ func TestDispatchSkipsTypedReferences(t *testing.T) {
 }
 
 // FuzzPrepare checks that Prepare never panics on a module Summarize
-// accepts, and that what it writes is well formed in turn.
+// accepts, that what it writes is well formed in turn, and that it
+// compiles when the original does.
 func FuzzPrepare(f *testing.F) {
 	f.Add(guestbuild.WATText(f, preparableWAT))
 	f.Add(guestbuild.WATText(f, tableWAT("")))
@@ -328,6 +329,13 @@ func FuzzPrepare(f *testing.F) {
 		}
 		if _, err := Summarize(p.Module); err != nil {
 			t.Errorf("the prepared module is malformed: %v", err)
+		}
+		// What compiles must still compile. (The other way round is not
+		// held: Prepare drops custom and data count sections, which wazero
+		// may refuse as malformed.)
+		r := newRuntime(t)
+		if want, got := compile(t, r, b), compile(t, r, p.Module); want == nil && got != nil {
+			t.Errorf("the original compiles: %v; the prepared module: %v", want, got)
 		}
 	})
 }

@@ -69,7 +69,8 @@ type Summary struct {
 	UsesDataSegments bool // memory.init or data.drop
 	WritesTables     bool // table.set, table.grow, table.fill, table.copy, table.init or elem.drop
 	ReadsTables      bool // table.get or table.size
-	IndirectCalls    int  // call_indirect and return_call_indirect instructions
+	CallsIndirect    bool // call_indirect or return_call_indirect
+	RecGroups        bool // the type section has recursive groups
 }
 
 // Summarize walks the sections of a module, their entries, and the
@@ -182,6 +183,7 @@ func (s *Summary) readSection(id byte, r *reader) {
 		for n := s.vector(r); n > 0 && r.err == nil; n-- {
 			if r.pos < len(r.b) && r.b[r.pos] == 0x4e { // a recursive group of function types
 				r.pos++
+				s.RecGroups = true
 				for m := s.vector(r); m > 0 && r.err == nil; m-- {
 					r.funcType()
 					s.Types++
@@ -418,7 +420,7 @@ func (s *Summary) readCode(r *reader) {
 		s.UsesDataSegments = s.UsesDataSegments || body.usesData
 		s.WritesTables = s.WritesTables || body.writesTables
 		s.ReadsTables = s.ReadsTables || body.readsTables
-		s.IndirectCalls += body.indirectCalls
+		s.CallsIndirect = s.CallsIndirect || body.callsIndirect
 		r.used.merge(body.used)
 		if body.err == nil && body.pos != len(body.b) {
 			body.fail("code after the body's end")
@@ -628,7 +630,7 @@ func (r *reader) instructions() (deepest uint32) {
 		case immHeapType:
 			r.heapType()
 		case immU32x2:
-			r.indirectCalls++
+			r.callsIndirect = true
 			if r.trackIndirect {
 				r.indirect = append(r.indirect, r.pos-1)
 			}
@@ -771,7 +773,7 @@ type reader struct {
 	usesData      bool    // the code read so far uses data segments
 	writesTables  bool    // the code read so far writes tables
 	readsTables   bool    // the code read so far reads tables (table.get, table.size)
-	indirectCalls int     // call_indirect and return_call_indirect read so far
+	callsIndirect bool    // call_indirect or return_call_indirect read so far
 	used          indexes // by what was read so far
 
 	trackIndirect bool  // record where indirect calls are
