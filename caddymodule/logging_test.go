@@ -148,7 +148,9 @@ func TestGuestLogRateLimitDropsPastTheBurstAndReportsIt(t *testing.T) {
 	if logged < guestLogBurst || logged > guestLogBurst+guestLogRate/10 {
 		t.Fatalf("%d of %d lines logged, want about the burst of %d", logged, sent, guestLogBurst)
 	}
-	for _, e := range logs.All() {
+	// The burst's lines come before any drop; a line a refilled token lets
+	// through later in the loop (a slow machine) may report drops.
+	for _, e := range logs.All()[:guestLogBurst] {
 		if _, ok := e.ContextMap()["dropped_before"]; ok {
 			t.Fatal("dropped_before on a line logged before anything was dropped")
 		}
