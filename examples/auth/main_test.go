@@ -17,7 +17,6 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -800,21 +799,13 @@ func TestNoAudienceWarns(t *testing.T) {
 // does, and the upstream sees who it is.
 func TestExampleCaddyfile(t *testing.T) {
 	t.Parallel()
-	text, err := os.ReadFile("Caddyfile")
-	if err != nil {
-		t.Fatal(err)
-	}
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, r.Header.Get("X-Auth-Method")+" "+r.Header.Get("X-Auth-Subject")+" "+r.Header.Get("X-Api-Key"))
 	}))
 	defer upstream.Close()
-	site := sdktest.FreeAddr(t)
-	caddyfile := strings.NewReplacer(
-		":8080 {", "{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}\n\nhttp://"+site+" {",
-		"wasm_filter auth.wasm", "wasm_filter "+sdktest.Build(t, "."),
-		"localhost:9000", upstream.Listener.Addr().String(),
-	).Replace(string(text))
-	log := sdktest.StartCaddy(t, caddyfile, site)
+	site, log := sdktest.ServeCaddyfile(t, "Caddyfile",
+		[2]string{"wasm_filter auth.wasm", "wasm_filter " + sdktest.Build(t, ".")},
+		[2]string{"localhost:9000", upstream.Listener.Addr().String()})
 
 	for _, c := range []struct {
 		key, token string

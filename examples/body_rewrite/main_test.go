@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -300,9 +299,9 @@ func TestStreamingInCaddy(t *testing.T) {
 	}))
 	defer upstream.Close()
 
-	caddyfile := exampleCaddyfile(t, sdktest.Build(t, "."), upstream.Listener.Addr().String())
-	site := caddyfile.site
-	log := sdktest.StartCaddy(t, caddyfile.text, site)
+	site, log := sdktest.ServeCaddyfile(t, "Caddyfile",
+		[2]string{" body_rewrite.wasm", " " + sdktest.Build(t, ".")},
+		[2]string{"localhost:9000", upstream.Listener.Addr().String()})
 	client := &http.Client{Timeout: 20 * time.Second}
 
 	resp, err := client.Get("http://" + site + "/")
@@ -340,29 +339,4 @@ func TestStreamingInCaddy(t *testing.T) {
 	if err != nil || string(body) != `{"id":7,"password":"[redacted]"}` || resp.ContentLength != int64(len(body)) {
 		t.Errorf("api: %q (length %d), %v\n%s", body, resp.ContentLength, err, log.String())
 	}
-}
-
-type served struct{ text, site string }
-
-// exampleCaddyfile is the example's Caddyfile on a free loopback address,
-// with the built module and the upstream at upstreamAddr.
-func exampleCaddyfile(t *testing.T, wasm, upstreamAddr string) served {
-	t.Helper()
-	text, err := os.ReadFile("Caddyfile")
-	if err != nil {
-		t.Fatal(err)
-	}
-	site := sdktest.FreeAddr(t)
-	s := string(text)
-	for old, repl := range map[string]string{
-		":8080 {":            "http://" + site + " {",
-		" body_rewrite.wasm": " " + wasm,
-		"localhost:9000":     upstreamAddr,
-	} {
-		if !strings.Contains(s, old) {
-			t.Fatalf("the Caddyfile has no %q", old)
-		}
-		s = strings.ReplaceAll(s, old, repl)
-	}
-	return served{"{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}\n\n" + s, site}
 }

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -205,25 +204,11 @@ func TestRoutingInCaddy(t *testing.T) {
 	defer canaryBackend.Close()
 	defer stableBackend.Close()
 
-	text, err := os.ReadFile("Caddyfile")
-	if err != nil {
-		t.Fatal(err)
-	}
-	site := sdktest.FreeAddr(t)
-	caddyfile := string(text)
-	for _, r := range [][2]string{
-		{":8080 {", "http://" + site + " {"},
-		{" canary.wasm", " " + sdktest.Build(t, ".")},
-		{"localhost:9001", canaryBackend.Listener.Addr().String()},
-		{"localhost:9000", stableBackend.Listener.Addr().String()},
-		{"percent 10", "percent " + strconv.Itoa(percent)},
-	} {
-		if !strings.Contains(caddyfile, r[0]) {
-			t.Fatalf("the Caddyfile has no %q", r[0])
-		}
-		caddyfile = strings.ReplaceAll(caddyfile, r[0], r[1])
-	}
-	log := sdktest.StartCaddy(t, "{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}\n\n"+caddyfile, site)
+	site, log := sdktest.ServeCaddyfile(t, "Caddyfile",
+		[2]string{" canary.wasm", " " + sdktest.Build(t, ".")},
+		[2]string{"localhost:9001", canaryBackend.Listener.Addr().String()},
+		[2]string{"localhost:9000", stableBackend.Listener.Addr().String()},
+		[2]string{"percent 10", "percent " + strconv.Itoa(percent)})
 	client := &http.Client{Timeout: 20 * time.Second}
 
 	// get sends a request with the header pairs and returns the backend

@@ -4,7 +4,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 
@@ -103,25 +102,14 @@ func TestBadConfigurationIsRefused(t *testing.T) {
 // The example Caddyfile works as shipped, with the module built from here.
 func TestExampleCaddyfile(t *testing.T) {
 	t.Parallel()
-	text, err := os.ReadFile("Caddyfile")
-	if err != nil {
-		t.Fatal(err)
-	}
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Server", "upstream/1.0")
 		_, _ = io.WriteString(w, "x-served-by: "+r.Header.Get("X-Served-By"))
 	}))
 	defer upstream.Close()
-	site := sdktest.FreeAddr(t)
-	caddyfile := strings.NewReplacer(
-		":8080 {", "{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}\n\nhttp://"+site+" {",
-		"wasm_filter header_rewrite.wasm", "wasm_filter "+sdktest.Build(t, "."),
-		"localhost:9000", upstream.Listener.Addr().String(),
-	).Replace(string(text))
-	if strings.Contains(caddyfile, "localhost:9000") || strings.Contains(caddyfile, ":8080") {
-		t.Fatalf("the Caddyfile changed shape; the test's substitutions missed:\n%s", caddyfile)
-	}
-	log := sdktest.StartCaddy(t, caddyfile, site)
+	site, log := sdktest.ServeCaddyfile(t, "Caddyfile",
+		[2]string{"wasm_filter header_rewrite.wasm", "wasm_filter " + sdktest.Build(t, ".")},
+		[2]string{"localhost:9000", upstream.Listener.Addr().String()})
 	resp, err := http.Get("http://" + site + "/")
 	if err != nil {
 		t.Fatal(err)

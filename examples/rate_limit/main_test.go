@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -968,27 +967,13 @@ func TestFailOpenIsCounted(t *testing.T) {
 // after its burst of 20.
 func TestExampleCaddyfile(t *testing.T) {
 	t.Parallel()
-	example, err := os.ReadFile("Caddyfile")
-	if err != nil {
-		t.Fatal(err)
-	}
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("upstream"))
 	}))
 	defer upstream.Close()
-	site := sdktest.FreeAddr(t)
-	text := string(example)
-	for old, new := range map[string]string{
-		":8080 {":         "http://" + site + " {",
-		"rate_limit.wasm": sdktest.Build(t, "."),
-		"localhost:9000":  upstream.Listener.Addr().String(),
-	} {
-		if !strings.Contains(text, old) {
-			t.Fatalf("the example's Caddyfile has no %q any more: update the test", old)
-		}
-		text = strings.ReplaceAll(text, old, new)
-	}
-	log := sdktest.StartCaddy(t, "{\n\tadmin off\n}\n"+text, site)
+	site, log := sdktest.ServeCaddyfile(t, "Caddyfile",
+		[2]string{"rate_limit.wasm", sdktest.Build(t, ".")},
+		[2]string{"localhost:9000", upstream.Listener.Addr().String()})
 	client := &http.Client{Timeout: 30 * time.Second}
 	statuses := map[int]int{}
 	for i := range 40 { // 20 at once, and at 10 a second, a few more during the test

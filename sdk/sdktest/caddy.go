@@ -56,14 +56,7 @@ func RunCaddy(t *testing.T, wasm string, s Suite) {
 		configOption = "config_file " + configFile
 	}
 	site := FreeAddr(t)
-	caddyfile := fmt.Sprintf(`{
-	admin off
-	auto_https off
-	persist_config off
-	default_bind 127.0.0.1
-}
-
-http://%s {
+	caddyfile := globalOptions + fmt.Sprintf(`http://%s {
 	route {
 		wasm_filter %s {
 			name sdktest
@@ -160,6 +153,40 @@ func clientRequest(t *testing.T, site string, r Request) *http.Request {
 		req.Header[k] = vs
 	}
 	return req
+}
+
+// globalOptions open every Caddyfile the harness runs: no admin endpoint,
+// no automatic HTTPS, nothing persisted, loopback only.
+const globalOptions = `{
+	admin off
+	auto_https off
+	persist_config off
+	default_bind 127.0.0.1
+}
+
+`
+
+// ServeCaddyfile runs Caddy on the Caddyfile at path as it is shipped (an
+// example's), with its site ":8080 {" moved to a free loopback address and,
+// for each pair, the first string replaced by the second everywhere: the
+// .wasm name by a built module, upstreams by test servers. A first string
+// the file does not hold fails the test: the file changed shape. It returns
+// the site's address and Caddy's log.
+func ServeCaddyfile(t testing.TB, path string, replace ...[2]string) (site string, log *Log) {
+	t.Helper()
+	text, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	site = FreeAddr(t)
+	caddyfile := string(text)
+	for _, r := range append([][2]string{{":8080 {", "http://" + site + " {"}}, replace...) {
+		if !strings.Contains(caddyfile, r[0]) {
+			t.Fatalf("%s has no %q any more: update the test", path, r[0])
+		}
+		caddyfile = strings.ReplaceAll(caddyfile, r[0], r[1])
+	}
+	return site, StartCaddy(t, globalOptions+caddyfile, site)
 }
 
 // StartCaddy runs Caddy with the Caddyfile text until the test ends, and
