@@ -317,13 +317,25 @@ func TestCanceledCallNamesItsOwnCallback(t *testing.T) {
 	}
 }
 
+// cancelOnGuestLog ends a context when the guest first logs, so a test
+// knows the guest is running when its context ends.
+type cancelOnGuestLog struct{ cancel context.CancelFunc }
+
+func (c cancelOnGuestLog) GuestLog(abi.LogLevel, []byte) { c.cancel() }
+func (cancelOnGuestLog) GuestOutput(uint32, []byte)      {}
+func (cancelOnGuestLog) LogLevel() abi.LogLevel          { return abi.LogTrace }
+
 // A canceled context also stops a filter from starting: Load returns
-// rather than wait out the (long) budget.
+// rather than wait out the (long) budget. The context ends once
+// proxy_on_configure runs, not after a fixed time, which a loaded machine
+// could spend compiling.
 func TestCanceledContextStopsStartUp(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cfg := config(guest(t, `
-  (func (export "proxy_on_configure") (param i32 i32) (result i32) (call $spin) (i32.const 1))`), withTimeout(time.Minute))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    (call $log $"configuring") (call $spin) (i32.const 1))`), withTimeout(time.Minute),
+		func(c *Config) { c.LoadLog = cancelOnGuestLog{cancel} })
 	start := time.Now()
 	p, err := Load(ctx, cfg)
 	if err == nil {
