@@ -53,6 +53,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 //	    failure_policy fail_closed|fail_open
 //	    isolation      request|shared
 //	    snapshot       on|off
+//	    recycle        on|off
 //	    prewarm        <count>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -132,6 +133,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("snapshot %q: want on or off", value)
 			}
 			h.DisableSnapshot = value == "off"
+		case "recycle":
+			if value != "on" && value != "off" {
+				return d.Errf("recycle %q: want on or off", value)
+			}
+			h.DisableRecycling = value == "off"
 		case "isolation":
 			if value != filters.IsolationRequest && value != filters.IsolationShared {
 				return d.Errf("isolation %q: want %s or %s", value, filters.IsolationRequest, filters.IsolationShared)

@@ -98,6 +98,16 @@ func TestUnmarshalCaddyfileAcceptsEveryOption(t *testing.T) {
 			want:  Handler{Path: "f.wasm", Prewarm: new(int)},
 		},
 		{
+			name:  "recycle off",
+			input: "wasm_filter f.wasm {\n recycle off\n}",
+			want:  Handler{Path: "f.wasm", DisableRecycling: true},
+		},
+		{
+			name:  "recycle on",
+			input: "wasm_filter f.wasm {\n recycle on\n}",
+			want:  Handler{Path: "f.wasm"},
+		},
+		{
 			name:  "snapshot on",
 			input: "wasm_filter f.wasm {\n snapshot on\n}",
 			want:  Handler{Path: "f.wasm"},
@@ -158,6 +168,7 @@ func TestUnmarshalCaddyfileRejectsBadInputNamingTheLine(t *testing.T) {
 		{"bad failure_policy", "wasm_filter f.wasm {\n failure_policy maybe\n}", []string{`failure_policy "maybe"`, "fail_closed", "fail_open", "Testfile:2"}},
 		{"failure_policy is case sensitive", "wasm_filter f.wasm {\n failure_policy FAIL_OPEN\n}", []string{`failure_policy "FAIL_OPEN"`, "Testfile:2"}},
 		{"bad snapshot", "wasm_filter f.wasm {\n snapshot maybe\n}", []string{`snapshot "maybe"`, "on or off", "Testfile:2"}},
+		{"bad recycle", "wasm_filter f.wasm {\n recycle always\n}", []string{`recycle "always"`, "on or off", "Testfile:2"}},
 		{"prewarm not a count", "wasm_filter f.wasm {\n prewarm some\n}", []string{`prewarm "some"`, "Testfile:2"}},
 		{"prewarm too many", "wasm_filter f.wasm {\n prewarm 65\n}", []string{`prewarm "65"`, "0 to 64", "Testfile:2"}},
 		{"upstream without a URL", "wasm_filter f.wasm {\n upstream auth\n}", []string{"upstream: want a name and a URL", "Testfile:2"}},

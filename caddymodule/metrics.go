@@ -88,7 +88,7 @@ var (
 		"continued", "local_response", "reset", "failed_open", "failed_closed", "aborted", "shed", "body_too_large",
 	}
 	origins = []filters.Origin{
-		filters.OriginRestored, filters.OriginPrewarmed, filters.OriginInstantiated, filters.OriginShared,
+		filters.OriginRecycled, filters.OriginRestored, filters.OriginPrewarmed, filters.OriginInstantiated, filters.OriginShared,
 	}
 )
 

@@ -87,7 +87,7 @@ func TestTraceHasASpanPerFilterAndPhase(t *testing.T) {
 			t.Errorf("filter span %s = %q, want %q", key, got, want)
 		}
 	}
-	if o := spanAttr(filter, "sluice.isolate.origin"); o != "restore" && o != "prewarmed" { // snapshot, pre-warm on by default
+	if o := spanAttr(filter, "sluice.isolate.origin"); o != "restore" && o != "prewarmed" && o != "recycle" { // snapshot, pre-warm and recycling on by default
 		t.Errorf("sluice.isolate.origin = %q", o)
 	}
 	for _, name := range []string{"create isolate", "request_headers", "response_headers", "response_body", "log"} {

@@ -36,21 +36,12 @@ const rootContextID = 1
 // proxy_on_configure have run. Calls into it are serialized. After any call
 // fails, the instance is unusable: every later call returns that error.
 type Instance struct {
-	plugin *Plugin
-	role   role
-	origin Origin
-	mod    api.Module
-	guest  *abi.Guest
-	root   *rootContext
-	funcs  map[abi.Callback]api.Function // looked up on first use; made on first use
-	// dispatcher is the prepared module's dispatcher, looked up on first
-	// use: a prepared instance calls nothing else on the request path.
-	dispatcher api.Function
-
-	memory     *cowmem.Memory // owned until Close, then back to memoryPool
-	memoryPool *cowmem.Pool
-	charged    uint64            // budget charged for a memory wazero allocated itself
-	stepGlobal api.MutableGlobal // the dispatcher's step, looked up on first use
+	plugin  *Plugin
+	role    role
+	origin  Origin
+	isolate // nil module once closed
+	root    *rootContext
+	charged uint64 // budget charged for a memory wazero allocated itself
 
 	mu            sync.Mutex // serializes guest calls and guards what follows
 	stack         [8]uint64
@@ -61,6 +52,23 @@ type Instance struct {
 	nextCallID    uint32          // of the last outbound call
 	failed        atomic.Bool     // err is set: read without the lock
 	slot          *sharedInstance // its shared pool slot; nil for a request's own instance
+}
+
+// isolate is the WebAssembly side of an instance: the wazero module, its
+// memory, and what was looked up in them. A request's isolate may outlive
+// its instance, reset to the snapshot for another request (see recycle.go).
+type isolate struct {
+	mod   api.Module
+	guest *abi.Guest
+	funcs map[abi.Callback]api.Function // looked up on first use; made on first use
+	// dispatcher is the prepared module's dispatcher, looked up on first
+	// use: a prepared instance calls nothing else on the request path.
+	dispatcher api.Function
+	stepGlobal api.MutableGlobal   // the dispatcher's step, looked up on first use
+	globals    []api.MutableGlobal // the snapshot's globals, looked up on first use
+
+	memory     *cowmem.Memory // owned until Close, then back to memoryPool
+	memoryPool *cowmem.Pool
 }
 
 // role is what an instance is for.
@@ -79,6 +87,7 @@ type Origin string
 // The origins of an instance.
 const (
 	OriginRestored     Origin = "restore"     // restored from the plugin's snapshot on demand
+	OriginRecycled     Origin = "recycle"     // an earlier request's isolate, reset to the snapshot
 	OriginPrewarmed    Origin = "prewarmed"   // restored from the snapshot ahead of its request
 	OriginInstantiated Origin = "instantiate" // instantiated and started from scratch
 	OriginShared       Origin = "shared"      // a long-lived instance of IsolationShared
@@ -98,6 +107,9 @@ func (p *Plugin) NewInstance(ctx context.Context, log LogSink) (*Instance, error
 // newInstanceFor is NewInstance for an instance with role r.
 func (p *Plugin) newInstanceFor(ctx context.Context, log LogSink, r role) (*Instance, error) {
 	if p.snapshot != nil {
+		if inst, err := p.recycled(log, r); inst != nil || err != nil {
+			return inst, err
+		}
 		if p.warm != nil && r == roleRequest {
 			if inst := p.warm.take(); inst != nil {
 				inst.root.log = log
@@ -118,6 +130,7 @@ func (p *Plugin) newInstanceFor(ctx context.Context, log LogSink, r role) (*Inst
 	inst := p.newInstance(log)
 	inst.role = r
 	inst.origin = OriginInstantiated
+	inst.guest = abi.NewGuest()
 
 	// Instantiation runs the module's start section, if any (an unprepared
 	// module's), so it has a budget too.
@@ -168,7 +181,6 @@ func (p *Plugin) newInstanceFor(ctx context.Context, log LogSink, r role) (*Inst
 func (p *Plugin) newInstance(log LogSink) *Instance {
 	inst := &Instance{
 		plugin:        p,
-		guest:         abi.NewGuest(),
 		nextContextID: rootContextID + 1,
 	}
 	inst.root = &rootContext{pluginServices: pluginServices{p}, inst: inst, log: log}
@@ -247,6 +259,9 @@ func (inst *Instance) start() error {
 // another goroutine is inside a call: that call fails, and Close waits for
 // it before handing the instance's memory back for reuse.
 func (inst *Instance) Close(ctx context.Context) {
+	if inst.recycle() {
+		return
+	}
 	if inst.mod != nil {
 		_ = inst.mod.Close(ctx)
 	}
@@ -344,7 +359,7 @@ func (inst *Instance) run(scope *callScope, name abi.Callback, dispatched bool) 
 		return 0, inst.err
 	}
 	inst.lastCall = name
-	if inst.mod.IsClosed() {
+	if inst.mod == nil || inst.mod.IsClosed() {
 		// wazero would run the guest to completion and only then report
 		// the closed module: its host calls would still act on the request.
 		return 0, inst.fail(name, ErrCanceled, errInstanceClosed)
@@ -418,7 +433,7 @@ func (inst *Instance) setStep(step uint32) {
 }
 
 func (inst *Instance) lookUpStep() bool {
-	if inst.stepGlobal == nil {
+	if inst.stepGlobal == nil && inst.mod != nil {
 		inst.stepGlobal, _ = inst.mod.ExportedGlobal(wasmbin.StepExport).(api.MutableGlobal)
 	}
 	return inst.stepGlobal != nil
@@ -524,6 +539,9 @@ func (inst *Instance) kindOf(scope *callScope, err error) error {
 // memoryAtLimit reports whether the guest's memory cannot grow by another
 // page: a trap then is almost always an allocation that failed.
 func (inst *Instance) memoryAtLimit() bool {
+	if inst.guest == nil {
+		return false
+	}
 	mem := inst.guest.Memory()
 	return mem != nil && uint64(mem.Size())+wasmPageSize > inst.plugin.cfg.Limits.MemoryLimit
 }

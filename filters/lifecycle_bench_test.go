@@ -52,12 +52,14 @@ func cAddHeaderModule(t testing.TB) []byte {
 }
 
 // The ways instances start (see snapshot.go): restored from a snapshot
-// (the default), or fresh, running the start-up lifecycle each time.
+// into a recycled isolate (the default), restored into a new wazero module
+// each time, or fresh, running the start-up lifecycle each time.
 var benchModes = []struct {
 	name string
 	opt  func(*Config)
 }{
 	{"snapshot", func(*Config) {}},
+	{"snapshot-new", func(c *Config) { c.DisableRecycling = true }},
 	{"fresh", freshStart},
 }
 

@@ -122,6 +122,13 @@ type Config struct {
 	// runs no guest code, so a ready instance is as fresh as one made on
 	// demand.
 	Prewarm int
+	// DisableRecycling makes every request's instance restored from the
+	// snapshot a new wazero module, discarded when the request ends,
+	// instead of a module reset to the snapshot after an earlier request
+	// (see recycle.go). Both start from the same state; recycling is
+	// faster. For comparisons, and for operators who want each request's
+	// module new.
+	DisableRecycling bool
 	// MemoryBudget caps the memory of this plugin's instances together
 	// with every other plugin sharing it; nil means DefaultMemoryBudget.
 	MemoryBudget *MemoryBudget
@@ -177,6 +184,7 @@ type Plugin struct {
 	createFirst bool              // see createsFirst
 	freshMemory *cowmem.Pool      // memories starting as the data image; nil if not prepared
 	snapshot    *snapshot         // nil: every instance starts fresh
+	spares      *spareIsolates    // recycled isolates; nil: none are recycled
 	startMode   string            // how instances start, and why, for operators
 
 	owner           string           // of the plugin's metrics (metricOwner)
@@ -287,6 +295,11 @@ func Load(ctx context.Context, cfg Config) (*Plugin, error) {
 			return nil, fmt.Errorf("taking the snapshot: %w", err)
 		}
 		p.startMode = "snapshot"
+		if cfg.DisableRecycling {
+			p.startMode += ", not recycled: recycling disabled"
+		} else {
+			p.spares = &spareIsolates{}
+		}
 		// Every instance starts from the snapshot now: the data image's
 		// pool (its memfd) serves nobody.
 		p.freshMemory.Close()
@@ -532,6 +545,9 @@ func (p *Plugin) Close(ctx context.Context) error {
 	}
 	if p.warm != nil {
 		p.warm.close()
+	}
+	if p.spares != nil {
+		p.spares.close(ctx)
 	}
 	err := p.runtime.Close(ctx)
 	if p.freshMemory != nil {

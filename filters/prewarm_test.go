@@ -21,7 +21,8 @@ func waitReady(t *testing.T, p *Plugin, n int) {
 // A plugin keeps Prewarm instances ready; each request takes one that has
 // never run a callback (its guest state is the snapshot's), and the pool
 // refills behind it. The ready instances hold budget, which closing the
-// plugin, twice even, gives back.
+// plugin, twice even, gives back. Recycling is off: a request would take
+// the isolate the previous one left instead (see recycle_test.go).
 func TestPrewarmedInstancesAreFreshAndRefilled(t *testing.T) {
 	budget := NewMemoryBudget(1 << 30)
 	p := mustLoad(t, guest(t, `
@@ -29,7 +30,7 @@ func TestPrewarmedInstancesAreFreshAndRefilled(t *testing.T) {
   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
     (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
     (call $logkv $"calls" (global.get $calls))
-    (i32.const 0))`), withBudget(budget), func(c *Config) { c.Prewarm = 2 })
+    (i32.const 0))`), withBudget(budget), func(c *Config) { c.Prewarm, c.DisableRecycling = 2, true })
 	if p.warm == nil {
 		t.Fatalf("no warm pool (start mode %q)", p.StartMode())
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
 
+	"github.com/sluice-edge/sluice/abi"
 	"github.com/sluice-edge/sluice/filters/internal/cowmem"
 	"github.com/sluice-edge/sluice/filters/internal/wasmbin"
 )
@@ -94,6 +95,14 @@ func (p *Plugin) overloaded() error {
 	return fmt.Errorf("wasm filter %q: %w", p.cfg.Name, ErrOverloaded)
 }
 
+// chargesBudget reports whether the instance's memory is charged to the
+// plugin's memory budget. The instances Load validates (and snapshots) and
+// the background one are the operator's, not a request's: a busy budget
+// must not fail a config load, or stop a filter's timer.
+func (inst *Instance) chargesBudget() bool {
+	return inst.role == roleRequest || inst.role == roleShared
+}
+
 // withMemory charges the instance being created to the plugin's memory
 // budget and returns a context that makes wazero give it a memory from pool
 // (or, without a pool, its own), which inst owns until Close. A budget that
@@ -101,10 +110,7 @@ func (p *Plugin) overloaded() error {
 func (inst *Instance) withMemory(ctx context.Context, pool *cowmem.Pool) (context.Context, error) {
 	p := inst.plugin
 	initial := p.initialMemory()
-	// The instances Load validates (and snapshots) and the background one
-	// are the operator's, not a request's: a busy budget must not fail a
-	// config load, or stop a filter's timer.
-	charge := inst.role == roleRequest || inst.role == roleShared
+	charge := inst.chargesBudget()
 	if pool == nil {
 		// wazero's own memory: charged as it starts, its growth not seen.
 		if charge {
@@ -135,6 +141,9 @@ func (inst *Instance) withMemory(ctx context.Context, pool *cowmem.Pool) (contex
 func (inst *Instance) restore(ctx context.Context) error {
 	p := inst.plugin
 	s := p.snapshot
+	inst.root.phase = rootReady
+	inst.budget = p.cfg.Limits.Timeout
+	inst.guest = abi.NewGuest()
 	mctx, err := inst.withMemory(ctx, s.memory)
 	if errors.Is(err, ErrOverloaded) {
 		return err
@@ -153,13 +162,22 @@ func (inst *Instance) restore(ctx context.Context) error {
 				Err: fmt.Errorf("growing memory to the snapshot's %d pages", s.pages)}
 		}
 	}
-	for i, name := range s.names {
-		mod.ExportedGlobal(name).(api.MutableGlobal).Set(s.globals[i])
-	}
+	inst.setGlobals(s)
 	if err := inst.guest.Bind(mod); err != nil {
 		return &GuestError{Plugin: p.cfg.Name, Callback: "restore", Kind: ErrABIViolation, Err: err}
 	}
-	inst.root.phase = rootReady
-	inst.budget = p.cfg.Limits.Timeout
 	return nil
+}
+
+// setGlobals gives the isolate's mutable globals the snapshot's values.
+func (iso *isolate) setGlobals(s *snapshot) {
+	if iso.globals == nil {
+		iso.globals = make([]api.MutableGlobal, len(s.names))
+		for i, name := range s.names {
+			iso.globals[i] = iso.mod.ExportedGlobal(name).(api.MutableGlobal)
+		}
+	}
+	for i, g := range iso.globals {
+		g.Set(s.globals[i])
+	}
 }

@@ -246,7 +246,7 @@ func scrapeSum(t *testing.T, name string, labels ...string) float64 {
 	t.Helper()
 	var sum float64
 	found := false
-	for _, origin := range []string{"restore", "prewarmed", "instantiate", "shared"} {
+	for _, origin := range []string{"recycle", "restore", "prewarmed", "instantiate", "shared"} {
 		if name != "caddy_wasm_filter_isolate_creation_seconds_count" {
 			return scrape(t, name, labels...)
 		}

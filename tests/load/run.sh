@@ -8,7 +8,7 @@
 # Environment: DURATION (per measurement, default 10s), ROUNDS (default 3),
 # CONNECTIONS (default 32), THREADS (wrk threads, default 2), CADDY (a
 # prebuilt binary; default: build cmd/caddy), EXTRA_ROUTES ("1" adds routes
-# with snapshots off and with no pre-warmed instances). Prints a table of median requests/s and ratios.
+# with snapshots off, with no pre-warmed instances and with recycling off). Prints a table of median requests/s and ratios.
 # Everything listens on 127.0.0.1 and stops when the script ends.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -93,6 +93,19 @@ http://127.0.0.1:$((base+8)) {
 	}
 	reverse_proxy $up
 }
+http://127.0.0.1:$((base+9)) {
+	wasm_filter $work/tiny.wasm {
+		recycle off
+	}
+	reverse_proxy $up
+}
+http://127.0.0.1:$((base+10)) {
+	wasm_filter $work/tag.wasm {
+		config bench
+		recycle off
+	}
+	reverse_proxy $up
+}
 CADDY
 fi
 "$CADDY" run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 &
@@ -103,8 +116,8 @@ curl -fsi "http://127.0.0.1:$((base+4))/" | grep -qi '^x-chain: bench' || { echo
 routes=(native-tiny wasm-tiny native-go wasm-go)
 ports=($((base+1)) $((base+2)) $((base+3)) $((base+4)))
 if [ "${EXTRA_ROUTES:-}" = 1 ]; then
-	routes+=(wasm-tiny-nosnap wasm-go-nosnap wasm-tiny-noprewarm wasm-go-noprewarm)
-	ports+=($((base+5)) $((base+6)) $((base+7)) $((base+8)))
+	routes+=(wasm-tiny-nosnap wasm-go-nosnap wasm-tiny-noprewarm wasm-go-noprewarm wasm-tiny-norecycle wasm-go-norecycle)
+	ports+=($((base+5)) $((base+6)) $((base+7)) $((base+8)) $((base+9)) $((base+10)))
 fi
 
 declare -A results
@@ -130,6 +143,8 @@ if [ "${EXTRA_ROUTES:-}" = 1 ]; then
 	echo "ratio wasm-go-nosnap   / native-go:   $(ratio wasm-go-nosnap native-go)"
 	echo "ratio wasm-tiny-noprewarm / native-tiny: $(ratio wasm-tiny-noprewarm native-tiny)"
 	echo "ratio wasm-go-noprewarm   / native-go:   $(ratio wasm-go-noprewarm native-go)"
+	echo "ratio wasm-tiny-norecycle / native-tiny: $(ratio wasm-tiny-norecycle native-tiny)"
+	echo "ratio wasm-go-norecycle   / native-go:   $(ratio wasm-go-norecycle native-go)"
 fi
 echo "(wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS rounds, $(nproc) CPUs, $(date -u +%Y-%m-%d))"
 

@@ -84,6 +84,7 @@ type Pool struct {
 	mu     sync.RWMutex
 	cold   []*Memory // idle, their written pages dropped
 	warm   []*Memory // idle, warm: Get takes these first
+	parked int       // idle, kept by their owners (see Park)
 	closed bool
 	// warmSlots counts warm memories and those being reset warm: a reset
 	// reserves its slot before copying, so that concurrent releases cannot
@@ -118,15 +119,12 @@ func (p *Pool) Get() (*Memory, error) {
 	p.mu.Lock()
 	if m := pop(&p.warm); m != nil {
 		p.mu.Unlock()
-		p.warmSlots.Add(-1)
-		warm.Add(-1)
-		m.warm = false
-		idle.Add(-1)
+		p.endIdle(m)
 		return m, nil
 	}
 	if m := pop(&p.cold); m != nil {
 		p.mu.Unlock()
-		idle.Add(-1)
+		p.endIdle(m)
 		return m, nil
 	}
 	p.mu.Unlock()
@@ -153,30 +151,14 @@ func (p *Pool) Put(m *Memory) {
 	if m == nil {
 		return
 	}
-	if m.charger != nil {
-		m.charger.Refund(m.charged)
-		m.charger, m.charged = nil, 0
-	}
-	m.refused = false
-	if p.small != nil && m.high <= copyResetLimit {
-		// Only what was handed out (up to high) can have been written.
-		n := min(uint64(len(p.small)), m.high)
-		copy(m.buf[:n], p.small[:n])
-		if m.high > n {
-			clear(m.buf[n:m.high])
-		}
-		m.size, m.high = 0, 0
-	} else if p.restoreWarm(m) {
-		// high stays: the pages kept may reach it, and the next reset
-		// must look at them all.
-		m.warm = true
-		m.size = 0
-	} else if err := m.reset(); err != nil {
+	m.refund()
+	if !p.resetContents(m) {
 		m.unmap()
 		return
 	}
+	m.size = 0
 	p.mu.Lock()
-	if !p.closed && len(p.cold)+len(p.warm) < p.keep && idle.Add(1) <= maxIdle {
+	if !p.closed && p.idleCount() < p.keep && idle.Add(1) <= maxIdle {
 		if m.warm {
 			p.warm = append(p.warm, m)
 		} else {
@@ -184,7 +166,7 @@ func (p *Pool) Put(m *Memory) {
 		}
 		p.mu.Unlock()
 		return
-	} else if !p.closed && len(p.cold)+len(p.warm) < p.keep {
+	} else if !p.closed && p.idleCount() < p.keep {
 		idle.Add(-1) // the process keeps enough
 	}
 	p.mu.Unlock()
@@ -192,6 +174,84 @@ func (p *Pool) Put(m *Memory) {
 		p.warmSlots.Add(-1)
 	}
 	m.unmap()
+}
+
+// Park resets m to the image in place, for an owner that keeps it idle: a
+// WebAssembly instance kept for reuse holds on to its memory, which cannot
+// shrink, so m keeps its size. A parked memory counts as one the pool
+// keeps, so Park reports false, leaving m as it was, when the pool or the
+// process keeps enough, or m could not be reset; the owner then releases it
+// with Put. Unpark ends the parking when the owner uses m again.
+func (p *Pool) Park(m *Memory) bool {
+	m.refund()
+	p.mu.Lock()
+	if p.closed || p.idleCount() >= p.keep {
+		p.mu.Unlock()
+		return false
+	}
+	if idle.Add(1) > maxIdle {
+		idle.Add(-1)
+		p.mu.Unlock()
+		return false
+	}
+	p.parked++
+	p.mu.Unlock()
+	size := m.size
+	if !p.resetContents(m) {
+		p.mu.Lock()
+		p.parked--
+		p.mu.Unlock()
+		idle.Add(-1)
+		m.high = max(m.high, size) // its pages may be left as they were
+		return false
+	}
+	m.high = max(m.high, size)
+	return true
+}
+
+// Unpark hands a parked memory back to its owner for use.
+func (p *Pool) Unpark(m *Memory) {
+	p.mu.Lock()
+	p.parked--
+	p.mu.Unlock()
+	p.endIdle(m)
+}
+
+// idleCount is how many memories the pool keeps. The caller holds p.mu.
+func (p *Pool) idleCount() int { return len(p.cold) + len(p.warm) + p.parked }
+
+// endIdle counts m, idle until now, as in use.
+func (p *Pool) endIdle(m *Memory) {
+	idle.Add(-1)
+	if m.warm {
+		p.warmSlots.Add(-1)
+		warm.Add(-1)
+		m.warm = false
+	}
+}
+
+// resetContents resets m's contents to the image, warm if it can (see
+// restoreWarm), and reports false when m could not be reset and must be
+// released. m's size stays for the caller to set.
+func (p *Pool) resetContents(m *Memory) bool {
+	m.refused = false
+	switch {
+	case p.small != nil && m.high <= copyResetLimit:
+		// Only what was handed out (up to high) can have been written.
+		n := min(uint64(len(p.small)), m.high)
+		copy(m.buf[:n], p.small[:n])
+		if m.high > n {
+			clear(m.buf[n:m.high])
+		}
+		m.high = 0
+	case p.restoreWarm(m):
+		// high stays: the pages kept may reach it, and the next reset
+		// must look at them all.
+		m.warm = true
+	default:
+		return m.dropPages() == nil
+	}
+	return true
 }
 
 func pop(list *[]*Memory) *Memory {
@@ -306,6 +366,14 @@ func (m *Memory) Reallocate(size uint64) []byte {
 	m.size = size
 	m.high = max(m.high, size)
 	return m.buf[:size:size]
+}
+
+// refund gives back what m's charger paid for it: m is idle from now on.
+func (m *Memory) refund() {
+	if m.charger != nil {
+		m.charger.Refund(m.charged)
+		m.charger, m.charged = nil, 0
+	}
 }
 
 // Refused reports whether the charger refused this memory a growth.

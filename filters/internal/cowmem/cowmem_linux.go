@@ -106,16 +106,16 @@ func (img *image) mapMemory(reserve uint64) (*Memory, error) {
 	return &Memory{buf: buf}, nil
 }
 
-// reset drops the pages the memory wrote: the image part reads the image
+// dropPages drops the pages the memory wrote: the image part reads the image
 // again, the rest reads zeros.
-func (m *Memory) reset() error {
+func (m *Memory) dropPages() error {
 	if m.high > 0 {
 		length := (m.high + pageSize - 1) / pageSize * pageSize
 		if err := unix.Madvise(m.buf[:length], unix.MADV_DONTNEED); err != nil {
 			return err
 		}
 	}
-	m.size, m.high = 0, 0
+	m.high = 0
 	return nil
 }
 

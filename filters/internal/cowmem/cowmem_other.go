@@ -32,14 +32,14 @@ func (img *image) mapMemory(reserve uint64) (*Memory, error) {
 	return &Memory{buf: buf, osMemory: osMemory{image: img}}, nil
 }
 
-func (m *Memory) reset() error {
+func (m *Memory) dropPages() error {
 	clear(m.buf[:m.high])
 	copy(m.buf, m.image.contents)
-	m.size, m.high = 0, 0
+	m.high = 0
 	return nil
 }
 
 func (m *Memory) release() { m.buf = nil }
 
-// restoreWritten is Linux's; here every reset copies (see reset).
+// restoreWritten is Linux's; here every reset copies (see dropPages).
 func (m *Memory) restoreWritten(*image, int) bool { return false }

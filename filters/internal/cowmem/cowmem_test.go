@@ -2,6 +2,7 @@ package cowmem
 
 import (
 	"bytes"
+	"runtime"
 	"sync"
 	"testing"
 	"unsafe"
@@ -181,4 +182,98 @@ func TestGetRefusesPastTheMappingLimit(t *testing.T) {
 	}
 	p.Put(c)
 	p.Put(d)
+}
+
+// Park resets a memory in place: contents back to the image (zeros past
+// it) whether it is reset by copying (a small image), warm or by dropping
+// its pages (a large one), with its size and address kept; Unpark hands it
+// back for use and Put releases it as any other.
+func TestParkResetsInPlaceKeepingTheSize(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		image  int
+		size   int // the memory's
+		writes int // pages written
+		warm   bool
+	}{
+		{"small image, copied", 65536 + 10, copyResetLimit, 20, false},
+		{"large image, warm", 1<<20 + 123, 2 << 20, 20, true},
+		{"large image, pages dropped", 1<<20 + 123, 2 << 20, maxWarmPages + 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			contents := testImage(t, tc.image)
+			p, err := NewPool(contents, 4<<20, 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			m, _ := p.Get()
+			size := tc.size
+			buf := m.Reallocate(uint64(size))
+			for round := range 3 {
+				for i := range tc.writes {
+					buf[i*int(pageSize)*3%size+round] = 0xEE
+				}
+				if !p.Park(m) {
+					t.Fatalf("round %d: Park refused", round)
+				}
+				if want := tc.warm && runtime.GOOS == "linux"; m.warm != want {
+					t.Fatalf("round %d: warm %v, want %v", round, m.warm, want)
+				}
+				got := m.Bytes()
+				if len(got) != size || &got[0] != &buf[0] {
+					t.Fatalf("round %d: parked memory has %d bytes at a new address, want %d", round, len(got), size)
+				}
+				if !bytes.Equal(got[:len(contents)], contents) || !bytes.Equal(got[len(contents):], make([]byte, size-len(contents))) {
+					t.Fatalf("round %d: a parked memory is not the image", round)
+				}
+				p.Unpark(m)
+			}
+			p.Put(m)
+			if n := len(p.cold) + len(p.warm); n != 1 {
+				t.Errorf("the pool keeps %d memories after Put, want 1", n)
+			}
+		})
+	}
+}
+
+// Parked memories count among those a pool keeps: past keep, Park refuses
+// and leaves the memory as it was, for Put to release; a closed pool
+// refuses too. The process-wide idle count comes back where it was.
+func TestParkedMemoriesCountAsKept(t *testing.T) {
+	idleBefore := idle.Load()
+	p, err := NewPool(testImage(t, 100), 1<<20, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ms []*Memory
+	for range 3 {
+		m, _ := p.Get()
+		m.Reallocate(65536)[5000] = 0xEE
+		ms = append(ms, m)
+	}
+	if !p.Park(ms[0]) || !p.Park(ms[1]) {
+		t.Fatal("Park refused with room in the pool")
+	}
+	if p.Park(ms[2]) {
+		t.Fatal("a third memory parked in a pool keeping two")
+	}
+	if ms[2].Bytes()[5000] != 0xEE {
+		t.Fatal("a refused Park changed the memory")
+	}
+	p.Put(ms[2])
+	if n := len(p.cold) + len(p.warm); n != 0 {
+		t.Errorf("the pool keeps %d memories besides two parked, want none", n)
+	}
+	p.Unpark(ms[0])
+	p.Close()
+	if p.Park(ms[0]) {
+		t.Error("a closed pool parked a memory")
+	}
+	p.Put(ms[0])
+	p.Unpark(ms[1])
+	p.Put(ms[1])
+	if now := idle.Load(); now != idleBefore {
+		t.Errorf("idle memories: %d, %d before", now, idleBefore)
+	}
 }
