@@ -247,3 +247,28 @@ func TestWarmResetWithAndWithoutPagemapScan(t *testing.T) {
 		TestManyWrittenPagesAreDropped(t)
 	})
 }
+
+// pagemapReadable reports whether resets can tell the pages a memory wrote.
+func pagemapReadable() bool { return pagemap() != nil }
+
+// Without /proc/self/pagemap, nothing says which pages a memory wrote: a
+// small memory gets the whole image copied back, a large one drops its
+// pages; each comes back as the image.
+func TestResetWithoutPagemap(t *testing.T) {
+	was := pagemap
+	pagemap = func() *os.File { return nil }
+	defer func() { pagemap = was }()
+	TestParkResetsInPlaceKeepingTheSize(t)
+	TestMemoriesStartAsTheImageAndWritesStayPrivate(t)
+	p, err := NewPool(largeImage(t), 4<<20, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	m, _ := p.Get()
+	m.Reallocate(2 << 20)[5] = 0xEE
+	p.Put(m)
+	if m.warm {
+		t.Error("a large memory was reset warm without pagemap")
+	}
+}
