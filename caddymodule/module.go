@@ -134,8 +134,9 @@ type Handler struct {
 
 	// How many instances, restored from the snapshot, to keep ready for
 	// the next requests: a request then skips instantiation. They run no
-	// guest code until taken and are never handed out twice. 0 keeps none.
-	// Default: 4.
+	// guest code until taken and are never handed out twice. With
+	// recycling on they are made at load and kept as spare isolates, which
+	// every request that ends well replenishes. 0 keeps none. Default: 4.
 	Prewarm *int `json:"prewarm,omitempty"`
 
 	plugin    *filters.Plugin

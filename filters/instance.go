@@ -51,6 +51,7 @@ type Instance struct {
 	nextContextID uint32
 	nextCallID    uint32          // of the last outbound call
 	failed        atomic.Bool     // err is set: read without the lock
+	closing       atomic.Bool     // Close was called: later calls return at once
 	slot          *sharedInstance // its shared pool slot; nil for a request's own instance
 }
 
@@ -255,11 +256,14 @@ func (inst *Instance) start() error {
 	return nil
 }
 
-// Close discards the instance. It is safe to call more than once and while
-// another goroutine is inside a call: that call fails, and Close waits for
-// it before handing the instance's memory back for reuse.
+// Close discards the instance. It is safe to call more than once (the
+// first call acts) and while another goroutine is inside a call: that call
+// fails, and Close waits for it before handing the instance's memory back
+// for reuse.
 func (inst *Instance) Close(ctx context.Context) {
-	if inst.recycle() {
+	// The first Close does the work; another, concurrent one must not read
+	// the isolate the first may be handing to another request.
+	if inst.closing.Swap(true) || inst.recycle() {
 		return
 	}
 	if inst.mod != nil {

@@ -120,7 +120,9 @@ type Config struct {
 	// Prewarm is how many instances, restored from the snapshot, the
 	// plugin keeps ready for the next requests; 0 keeps none. Restoring
 	// runs no guest code, so a ready instance is as fresh as one made on
-	// demand.
+	// demand. With recycling on, they are restored at load and kept as
+	// spare isolates (see recycle.go); without, a goroutine keeps them
+	// ready (see prewarm.go).
 	Prewarm int
 	// DisableRecycling makes every request's instance restored from the
 	// snapshot a new wazero module, discarded when the request ends,
@@ -304,7 +306,11 @@ func Load(ctx context.Context, cfg Config) (*Plugin, error) {
 		// pool (its memfd) serves nobody.
 		p.freshMemory.Close()
 		p.freshMemory = nil
-		if cfg.Prewarm > 0 && cfg.Isolation != IsolationShared {
+		switch {
+		case cfg.Prewarm == 0 || cfg.Isolation == IsolationShared:
+		case p.spares != nil:
+			p.seedSpares(ctx, cfg.Prewarm)
+		default:
 			p.startWarming(cfg.Prewarm)
 		}
 	}

@@ -25,13 +25,19 @@ import (
 //   - WASI: Sluice's functions keep no state in the module (fd_close
 //     closes nothing);
 //   - the host side (root context, HTTP contexts, ids, timers) belongs to
-//     the Instance, which is not reused.
+//     the Instance, which is not reused; the isolate keeps only lookups
+//     (exports, globals) and the guest's bindings (abi.Guest: the memory
+//     and the allocator export).
 //
 // What the reset cannot restore disqualifies the isolate, which is then
 // closed as before: an instance that failed (a trap, a timeout, a canceled
 // request: the guest may have stopped half-way), one whose memory grew
 // (wazero cannot shrink it, and memory.size would tell), one the host
 // closed, and one with a call still running (Close from another goroutine).
+//
+// Pre-warming, with recycling on, restores Config.Prewarm isolates at load
+// and keeps them as spares: no goroutine refills them, since every request
+// that ends well leaves one.
 
 // spareIsolates holds a plugin's recycled isolates. How many it holds is
 // bounded by the memory pool: each is parked there (cowmem.Pool.Park).
@@ -95,7 +101,10 @@ func (inst *Instance) recycle() bool {
 	}
 	defer inst.mu.Unlock()
 	iso := inst.isolate
+	// A restore that failed half-way left no module, the wrong memory
+	// size or an unbound guest.
 	if inst.err != nil || iso.mod == nil || iso.memoryPool != p.snapshot.memory ||
+		iso.guest == nil || iso.guest.Memory() == nil ||
 		iso.mod.IsClosed() || iso.mod.Memory().Size() != p.snapshot.pages*wasmPageSize {
 		return false
 	}
@@ -140,4 +149,18 @@ func (p *Plugin) recycled(log LogSink, r role) (*Instance, error) {
 	inst.root.phase = rootReady
 	inst.budget = p.cfg.Limits.Timeout
 	return inst, nil
+}
+
+// seedSpares restores n isolates and keeps them as spares, for the first
+// requests. It stops at the first it cannot restore (the memory budget is
+// full, say): requests then restore their own.
+func (p *Plugin) seedSpares(ctx context.Context, n int) {
+	for range n {
+		inst := p.newRestored()
+		err := inst.restore(ctx)
+		inst.Close(ctx) // into the spares, if restored
+		if err != nil {
+			return
+		}
+	}
 }

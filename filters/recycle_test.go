@@ -3,6 +3,7 @@ package filters
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -129,14 +130,24 @@ func TestIsolatesThatCannotBeResetAreDiscarded(t *testing.T) {
 			wantGuestError(t, err, ErrCanceled)
 			inst.Close(context.Background())
 		}},
-		{"closed during a call", guest(t, failingIn(abi.OnRequestHeaders, "(call $spin)")), func(t *testing.T, p *Plugin) {
-			inst, hc, _ := newHTTP(t, p)
+		{"closed during a call", guest(t, failingIn(abi.OnRequestHeaders, `(call $log $"spinning") (call $spin)`)), func(t *testing.T, p *Plugin) {
+			// The log tells the test the guest is in the call.
+			ex := &blockingLog{fakeExchange: newExchange(), entered: make(chan struct{}), release: make(chan struct{})}
+			close(ex.release)
+			inst, err := p.NewInstance(context.Background(), ex)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hc, err := inst.NewHTTPContext(context.Background(), ex)
+			if err != nil {
+				t.Fatal(err)
+			}
 			done := make(chan error)
 			go func() {
 				_, err := hc.RequestHeaders(0, true)
 				done <- err
 			}()
-			time.Sleep(20 * time.Millisecond) // let the call start; either way it fails
+			<-ex.entered
 			inst.Close(context.Background())
 			wantGuestError(t, <-done, ErrCanceled)
 		}},
@@ -239,5 +250,68 @@ func TestSpareIsolatesBudgetAndClose(t *testing.T) {
 	}
 	if mapped := cowmem.Mapped(); mapped != mappedBefore {
 		t.Errorf("%d memories mapped after the plugin closed, %d before", mapped, mappedBefore)
+	}
+}
+
+// Closes of one instance at once: the first recycles it, the others must
+// not touch the isolate it handed on.
+func TestConcurrentClosesLeaveTheSpareAlone(t *testing.T) {
+	p := mustLoad(t, guest(t, recycleGuest))
+	for range 100 {
+		inst, hc, _ := newHTTP(t, p)
+		if _, err := hc.RequestHeaders(0, true); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for range 3 {
+			wg.Go(func() { inst.Close(context.Background()) })
+		}
+		wg.Wait()
+		p.spares.mu.Lock()
+		for _, iso := range p.spares.list {
+			if iso.mod.IsClosed() {
+				t.Error("a spare isolate's module is closed")
+			}
+		}
+		p.spares.mu.Unlock()
+	}
+}
+
+// An instance that outlives its plugin (a request running through a
+// reload) is discarded when it ends, its memory unmapped.
+func TestInstanceClosedAfterItsPlugin(t *testing.T) {
+	mappedBefore := cowmem.Mapped()
+	p, err := Load(context.Background(), config(guest(t, recycleGuest)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, hc, ex := newHTTP(t, p)
+	if _, err := hc.RequestHeaders(0, true); err != nil {
+		t.Fatal(err)
+	}
+	ex.wantLogs(t, snapshotState...)
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	inst.Close(context.Background())
+	if mapped := cowmem.Mapped(); mapped != mappedBefore {
+		t.Errorf("%d memories mapped, %d before the plugin", mapped, mappedBefore)
+	}
+}
+
+// With recycling on, pre-warming restores its instances at load and keeps
+// them as spares, holding no budget; no goroutine refills them.
+func TestPrewarmSeedsSpares(t *testing.T) {
+	budget := NewMemoryBudget(1 << 30)
+	p := mustLoad(t, guest(t, recycleGuest), withBudget(budget), func(c *Config) { c.Prewarm = 3 })
+	if p.warm != nil || len(p.spares.list) != 3 {
+		t.Fatalf("warm pool %v, %d spares; want none and 3", p.warm != nil, len(p.spares.list))
+	}
+	if used := budget.Used(); used != 0 {
+		t.Errorf("spares hold %d bytes of budget", used)
+	}
+	origin, err := requestOnce(t, p, 0, snapshotState...)
+	if err != nil || origin != OriginRecycled {
+		t.Errorf("first request: origin %q, %v; want recycle", origin, err)
 	}
 }

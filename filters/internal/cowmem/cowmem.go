@@ -251,7 +251,7 @@ func (p *Pool) resetContents(m *Memory) bool {
 		// the pages it wrote costs less than over them all (a 64 KiB
 		// memory: ~1 µs against ~3, and under load ~9 with the caches
 		// cold), so it is not counted warm.
-		if m.restoreWritten(p.image, math.MaxInt) {
+		if p.restoreSmall(m) {
 			break
 		}
 		// Only what was handed out (up to high) can have been written.
@@ -300,6 +300,15 @@ func (p *Pool) restoreWarm(m *Memory) bool {
 		return false
 	}
 	return true
+}
+
+// restoreSmall resets a small memory by copying the image back over the
+// pages it wrote, if the pool is open (its image mapped) and the page table
+// tells which they are, and reports whether it did.
+func (p *Pool) restoreSmall(m *Memory) bool {
+	p.mu.RLock() // the image stays mapped meanwhile
+	defer p.mu.RUnlock()
+	return !p.closed && m.restoreWritten(p.image, math.MaxInt)
 }
 
 // Close releases the pooled memories and the image. Memories still in use

@@ -236,6 +236,25 @@ func TestParkResetsInPlaceKeepingTheSize(t *testing.T) {
 	}
 }
 
+// A memory released after its pool closed is unmapped, whatever it wrote:
+// its reset must not read the image Close unmapped.
+func TestPutAfterCloseWithImagePagesWritten(t *testing.T) {
+	for _, size := range []int{100, 1<<20 + 123} { // reset by copying, warm
+		p, err := NewPool(testImage(t, size), 4<<20, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mappedBefore := Mapped()
+		m, _ := p.Get()
+		m.Reallocate(p.Size())[10] = 0xEE // a page of the image
+		p.Close()
+		p.Put(m)
+		if mapped := Mapped(); mapped != mappedBefore {
+			t.Errorf("image of %d bytes: %d memories mapped, want %d", size, mapped, mappedBefore)
+		}
+	}
+}
+
 // Parked memories count among those a pool keeps: past keep, Park refuses
 // and leaves the memory as it was, for Put to release; a closed pool
 // refuses too. The process-wide idle count comes back where it was.
