@@ -27,6 +27,26 @@ func (b *blockingLog) GuestLog(level abi.LogLevel, msg []byte) {
 	b.fakeExchange.GuestLog(level, msg)
 }
 
+// blockedRequest runs proxy_on_request_headers in a new instance of p on
+// another goroutine and returns once the guest's first proxy_log holds it;
+// closing ex.release lets it go on, and done receives the call's error.
+func blockedRequest(t *testing.T, p *Plugin) (inst *Instance, ex *blockingLog, done chan error) {
+	t.Helper()
+	ex = &blockingLog{fakeExchange: newExchange(), entered: make(chan struct{}), release: make(chan struct{})}
+	inst, err := p.NewInstance(context.Background(), ex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, err := inst.NewHTTPContext(context.Background(), ex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done = make(chan error)
+	go func() { _, err := hc.RequestHeaders(0, true); done <- err }()
+	<-ex.entered
+	return inst, ex, done
+}
+
 // A request instance still running when its plugin closes may register a
 // queue after Close removed the plugin from the store's listeners: the
 // store must not keep the closed plugin (it lives as long as the process).
@@ -43,18 +63,8 @@ func TestClosedPluginIsNoQueueListener(t *testing.T) {
 			t.Fatal(err)
 		}
 		wp := weak.Make(p)
-		ex := &blockingLog{fakeExchange: newExchange(), entered: make(chan struct{}), release: make(chan struct{})}
-		inst, err := p.NewInstance(context.Background(), ex)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hc, err := inst.NewHTTPContext(context.Background(), ex)
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error)
-		go func() { _, err := hc.RequestHeaders(0, true); done <- err }()
-		<-ex.entered // the guest is in proxy_log, before it registers the queue
+		// The guest is in proxy_log, before it registers the queue.
+		inst, ex, done := blockedRequest(t, p)
 		if late {
 			_ = p.Close(context.Background())
 			close(ex.release)
@@ -65,7 +75,7 @@ func TestClosedPluginIsNoQueueListener(t *testing.T) {
 			_ = p.Close(context.Background())
 		}
 		inst.Close(context.Background())
-		p, inst, hc = nil, nil, nil
+		p, inst = nil, nil
 		for range 5 {
 			runtime.GC()
 			time.Sleep(10 * time.Millisecond)

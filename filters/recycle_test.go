@@ -131,23 +131,8 @@ func TestIsolatesThatCannotBeResetAreDiscarded(t *testing.T) {
 			inst.Close(context.Background())
 		}},
 		{"closed during a call", guest(t, failingIn(abi.OnRequestHeaders, `(call $log $"spinning") (call $spin)`)), func(t *testing.T, p *Plugin) {
-			// The log tells the test the guest is in the call.
-			ex := &blockingLog{fakeExchange: newExchange(), entered: make(chan struct{}), release: make(chan struct{})}
+			inst, ex, done := blockedRequest(t, p) // the guest is in the call
 			close(ex.release)
-			inst, err := p.NewInstance(context.Background(), ex)
-			if err != nil {
-				t.Fatal(err)
-			}
-			hc, err := inst.NewHTTPContext(context.Background(), ex)
-			if err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan error)
-			go func() {
-				_, err := hc.RequestHeaders(0, true)
-				done <- err
-			}()
-			<-ex.entered
 			inst.Close(context.Background())
 			wantGuestError(t, <-done, ErrCanceled)
 		}},

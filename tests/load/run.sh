@@ -65,48 +65,29 @@ http://127.0.0.1:$((base+4)) {
 	reverse_proxy $up
 }
 CADDY
-if [ "${EXTRA_ROUTES:-}" = 1 ]; then
+# filter_routes PORT OPTION: a tiny-filter site on PORT and a stock-Go one
+# on PORT+1, each filter with OPTION (a wasm_filter option line, or none).
+filter_routes() {
 	cat >> "$work/Caddyfile" <<CADDY
-http://127.0.0.1:$((base+5)) {
+http://127.0.0.1:$1 {
 	wasm_filter $work/tiny.wasm {
-		snapshot off
+		$2
 	}
 	reverse_proxy $up
 }
-http://127.0.0.1:$((base+6)) {
+http://127.0.0.1:$(($1+1)) {
 	wasm_filter $work/tag.wasm {
 		config bench
-		snapshot off
-	}
-	reverse_proxy $up
-}
-http://127.0.0.1:$((base+7)) {
-	wasm_filter $work/tiny.wasm {
-		prewarm 0
-	}
-	reverse_proxy $up
-}
-http://127.0.0.1:$((base+8)) {
-	wasm_filter $work/tag.wasm {
-		config bench
-		prewarm 0
-	}
-	reverse_proxy $up
-}
-http://127.0.0.1:$((base+9)) {
-	wasm_filter $work/tiny.wasm {
-		recycle off
-	}
-	reverse_proxy $up
-}
-http://127.0.0.1:$((base+10)) {
-	wasm_filter $work/tag.wasm {
-		config bench
-		recycle off
+		$2
 	}
 	reverse_proxy $up
 }
 CADDY
+}
+if [ "${EXTRA_ROUTES:-}" = 1 ]; then
+	filter_routes $((base+5)) "snapshot off"
+	filter_routes $((base+7)) "prewarm 0"
+	filter_routes $((base+9)) "recycle off"
 fi
 "$CADDY" run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 &
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$((base+4))/" >/dev/null 2>&1 && break; sleep 0.2; done
