@@ -115,7 +115,13 @@ printf '\n%-18s %12s   %s\n' route "median req/s" "all rounds"
 for r in "${routes[@]}"; do
 	printf '%-18s %12.0f   %s\n' "$r" "$(echo "${results[$r]}" | median)" "${results[$r]}"
 done
-ratio() { awk -v a="$(echo "${results[$1]}" | median)" -v b="$(echo "${results[$2]}" | median)" 'BEGIN {printf "%.2f", a/b}'; }
+# ratio A B: A's median over B's, then the median of the rounds' own ratios
+# (A and B measured back to back share the machine's noise of the moment).
+rounds() { echo "${results[$1]}" | tr ' ' '\n' | grep -v '^$'; }
+ratio() {
+	awk -v a="$(echo "${results[$1]}" | median)" -v b="$(echo "${results[$2]}" | median)" 'BEGIN {printf "%.2f", a/b}'
+	printf ' (per round: %.2f)' "$(paste <(rounds "$1") <(rounds "$2") | awk '{print $1/$2}' | median)"
+}
 echo
 echo "ratio wasm-tiny / native-tiny: $(ratio wasm-tiny native-tiny)"
 echo "ratio wasm-go   / native-go:   $(ratio wasm-go native-go)"
