@@ -48,10 +48,34 @@ func TestOfficialSDKFilterRewritesHeadersBothWays(t *testing.T) {
 }
 
 // Every request runs in an instance nothing else touched: the filter's global
-// request counter reads 1 every time, sequentially and concurrently.
+// request counter reads 1 every time, sequentially and concurrently, whether
+// isolates are recycled (the default: an earlier request's module, reset to
+// the snapshot) or not; the metrics say which they were.
 func TestEveryRequestGetsAFreshInstance(t *testing.T) {
-	mustLoad(t, fmt.Sprintf("wasm_filter %s\n%s", guestbuild.Go(t, "headers"), proxyTo()))
+	for _, recycle := range []string{"on", "off"} {
+		t.Run("recycle "+recycle, func(t *testing.T) {
+			name := "fresh-recycle-" + recycle
+			mustLoad(t, fmt.Sprintf("wasm_filter %s {\n name %s\n recycle %s\n}\n%s",
+				guestbuild.Go(t, "headers"), name, recycle, proxyTo()))
+			requestsCountOne(t)
+			recycled := scrape(t, "caddy_wasm_filter_isolate_creation_seconds_count", "filter", name, "origin", "recycle")
+			t.Logf("%v of 50 requests served by recycled isolates", recycled)
+			switch {
+			case os.Getenv("SLUICE_SNAPSHOT") == "off" || recycle == "off":
+				if recycled != 0 {
+					t.Errorf("%v requests served by recycled isolates, want none", recycled)
+				}
+			case recycled < 10: // the sequential ones at least
+				t.Errorf("%v requests served by recycled isolates, want 10 or more of 50", recycled)
+			}
+		})
+	}
+}
 
+// requestsCountOne sends 10 requests one after another, then 40 at once,
+// and checks that the headers guest's request counter reads 1 in each.
+func requestsCountOne(t *testing.T) {
+	t.Helper()
 	for i := range 10 {
 		resp, _ := do(t, "GET", "/", nil, nil)
 		if got := resp.Header.Get("X-Count"); got != "1" {
