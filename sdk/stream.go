@@ -9,6 +9,7 @@ type Stream struct {
 	vm       *vm
 	id       uint32
 	filter   Filter
+	phases   phases         // the filter's phase methods
 	paused   abi.StreamType // the direction a Pause last held
 	held     [2]bool        // by direction: the filter's last answer was Pause
 	bodySize [2]int         // by direction: the size of the body the current callback has
