@@ -38,13 +38,15 @@ deps:
 
 ## test: every test: unit (with -race), the test filters against the SDK's
 ## emulator, end to end through a real Caddy (with instances restored from
-## snapshots, then started fresh), Sluice's SDK and the examples (natively,
-## then built to .wasm in the Caddy of `make build`)
+## snapshots into recycled isolates, then into new ones, then started
+## fresh), Sluice's SDK and the examples (natively, then built to .wasm in
+## the Caddy of `make build`)
 test: deps build
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./abi/... ./filters/... ./caddymodule/... ./caddyfiles/... ./tests/guestbuild/...
 	cd tests/guests && $(GO) vet ./... && $(GO) test -count=1 ./...
 	$(GO) test -count=1 ./tests/
+	SLUICE_RECYCLE=off $(GO) test -count=1 ./tests/
 	SLUICE_SNAPSHOT=off $(GO) test -count=1 ./tests/
 	cd sdk && $(GO) vet ./... && GOOS=wasip1 GOARCH=wasm $(GO) vet ./... && \
 		SLUICE_CADDY=$(CURDIR)/bin/caddy $(GO) test -race -count=1 ./...

@@ -129,7 +129,8 @@ type Handler struct {
 	// the request ends, instead of one that served an earlier request and
 	// was then reset to the snapshot (memory and globals). Both start
 	// from the same state; recycling is faster (a tiny filter: about half
-	// the cost of an instance). Without snapshots nothing is recycled.
+	// the cost of an instance). Without snapshots nothing is recycled. The
+	// environment variable SLUICE_RECYCLE=off sets it for every filter.
 	DisableRecycling bool `json:"disable_recycling,omitempty"`
 
 	// How many instances, restored from the snapshot, to keep ready for
@@ -232,7 +233,7 @@ func (h *Handler) pluginConfig() (filters.Config, error) {
 		// A process-wide switch, for comparisons and for running a test
 		// suite both ways.
 		DisableSnapshot:  h.DisableSnapshot || os.Getenv("SLUICE_SNAPSHOT") == "off",
-		DisableRecycling: h.DisableRecycling,
+		DisableRecycling: h.DisableRecycling || os.Getenv("SLUICE_RECYCLE") == "off",
 		Isolation:        h.Isolation,
 		Prewarm:          h.prewarm(),
 		MemoryBudget:     h.budget,

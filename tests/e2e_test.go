@@ -61,7 +61,7 @@ func TestEveryRequestGetsAFreshInstance(t *testing.T) {
 			recycled := scrape(t, "caddy_wasm_filter_isolate_creation_seconds_count", "filter", name, "origin", "recycle")
 			t.Logf("%v of 50 requests served by recycled isolates", recycled)
 			switch {
-			case os.Getenv("SLUICE_SNAPSHOT") == "off" || recycle == "off":
+			case os.Getenv("SLUICE_SNAPSHOT") == "off" || os.Getenv("SLUICE_RECYCLE") == "off" || recycle == "off":
 				if recycled != 0 {
 					t.Errorf("%v requests served by recycled isolates, want none", recycled)
 				}
@@ -531,15 +531,19 @@ func TestOneBrokenTenantRejectsTheWholeConfig(t *testing.T) {
 	}
 }
 
-// The suite runs with instances restored from snapshots (the default) or,
-// with SLUICE_SNAPSHOT=off, started fresh for every request: the log says
-// which, and this checks it is the one asked for.
+// The suite runs with instances restored from snapshots into recycled
+// isolates (the default), with SLUICE_RECYCLE=off into new ones, or, with
+// SLUICE_SNAPSHOT=off, started fresh for every request: the log says which,
+// and this checks it is the one asked for.
 func TestFiltersStartTheWayTheSuiteAsked(t *testing.T) {
 	mark := caddyLog.mark()
 	mustLoad(t, fmt.Sprintf("wasm_filter %s {\n name mode-probe\n}\n%s", guestbuild.Go(t, "headers"), proxyTo()))
 	want := `"start":"snapshot"`
-	if os.Getenv("SLUICE_SNAPSHOT") == "off" {
+	switch {
+	case os.Getenv("SLUICE_SNAPSHOT") == "off":
 		want = `"start":"fresh: snapshots disabled"`
+	case os.Getenv("SLUICE_RECYCLE") == "off":
+		want = `"start":"snapshot, not recycled: recycling disabled"`
 	}
 	waitForLog(t, mark, "filter loaded", `"filter":"mode-probe"`, want)
 }
