@@ -23,7 +23,7 @@ import (
 // holds two of the kernel's mappings, and the kernel caps a process's
 // mappings (vm.max_map_count, 65530 by default) whatever the number of
 // pools.
-const maxIdle = 4096
+var maxIdle int64 = 4096 // a variable for tests
 
 // idle counts the memories all pools keep.
 var idle atomic.Int64

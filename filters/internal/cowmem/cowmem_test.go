@@ -295,3 +295,41 @@ func TestParkedMemoriesCountAsKept(t *testing.T) {
 		t.Errorf("idle memories: %d, %d before", now, idleBefore)
 	}
 }
+
+// The process keeps at most maxIdle released memories, parked ones
+// included, however many its pools would keep: past it, Put releases and
+// Park refuses.
+func TestIdleMemoriesAreCappedPerProcess(t *testing.T) {
+	was := maxIdle
+	maxIdle = idle.Load() + 2
+	defer func() { maxIdle = was }()
+	mappedBefore := Mapped()
+	p, err := NewPool(testImage(t, 100), 1<<20, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	var ms []*Memory
+	for range 4 {
+		m, _ := p.Get()
+		m.Reallocate(65536)
+		ms = append(ms, m)
+	}
+	if !p.Park(ms[0]) {
+		t.Fatal("Park refused under the cap")
+	}
+	p.Put(ms[1])
+	if p.Park(ms[2]) {
+		t.Error("a memory parked past the process's cap")
+	}
+	p.Put(ms[2])
+	p.Put(ms[3])
+	if n := len(p.cold) + len(p.warm); n != 1 {
+		t.Errorf("the pool keeps %d released memories besides one parked, want 1", n)
+	}
+	if mapped := Mapped(); mapped != mappedBefore+2 {
+		t.Errorf("%d memories mapped, want %d (one parked, one kept)", mapped, mappedBefore+2)
+	}
+	p.Unpark(ms[0])
+	p.Put(ms[0])
+}
