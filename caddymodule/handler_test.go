@@ -17,6 +17,9 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/sluice-edge/sluice/filters"
 	"github.com/sluice-edge/sluice/tests/guestbuild"
@@ -1132,7 +1135,8 @@ func TestNextAbortingOnOurWriteErrorStillSendsTheLocalResponse(t *testing.T) {
 }
 
 // H24: when the guest memory budget is full, requests are shed with 503
-// and Retry-After, whatever the failure policy, and never reach next.
+// and Retry-After, whatever the failure policy, and never reach next. Each
+// is counted; the log says so once a second, not once a request.
 func TestFullMemoryBudgetShedsRequests(t *testing.T) {
 	path := newGuest().wasm(t)
 	for _, policy := range []string{FailClosed, FailOpen} {
@@ -1148,14 +1152,27 @@ func TestFullMemoryBudgetShedsRequests(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer h.Cleanup()
+			core, logs := observer.New(zapcore.WarnLevel)
+			h.logger = zap.New(core)
 			next := &nextHandler{}
-			rec := httptest.NewRecorder()
-			err := h.ServeHTTP(rec, caddyRequest(httptest.NewRequest(http.MethodGet, "/", nil), rec), next)
-			if statusOf(err) != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" {
-				t.Errorf("err %v, Retry-After %q; want 503 and 1", err, rec.Header().Get("Retry-After"))
+			const requests = 5
+			for range requests {
+				rec := httptest.NewRecorder()
+				err := h.ServeHTTP(rec, caddyRequest(httptest.NewRequest(http.MethodGet, "/", nil), rec), next)
+				if statusOf(err) != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" {
+					t.Errorf("err %v, Retry-After %q; want 503 and 1", err, rec.Header().Get("Retry-After"))
+				}
 			}
 			if next.calls.Load() != 0 {
 				t.Error("a shed request reached the next handler")
+			}
+			shed := metricValue(t, ctx.GetMetricsRegistry(), "caddy_wasm_filter_requests_total",
+				map[string]string{"filter": h.Name, "outcome": "shed"})
+			if shed != requests {
+				t.Errorf("%v requests counted shed, want %d", shed, requests)
+			}
+			if n := logs.FilterMessage("request shed: the guest memory budget is full").Len(); n != 1 {
+				t.Errorf("%d log lines for %d shed requests in well under a second, want 1", n, requests)
 			}
 		})
 	}
