@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -594,4 +595,52 @@ func copyFile(t *testing.T, from, to string) {
 	if err := os.WriteFile(to, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Compiled filters are cached on disk in Caddy's data directory, so that a
+// restart or a reload compiles no module twice: a module loaded for the
+// first time adds an entry there.
+func TestCompiledCodeIsCachedOnDisk(t *testing.T) {
+	dir := filepath.Join(dataDir, "caddy", "wasm_filter", "compilation-cache")
+	before := filesUnder(t, dir)
+	value := uniqueID(t) // a module no test compiled before
+	path := filepath.Join(t.TempDir(), "unique.wasm")
+	module := guestbuild.WATText(t, fmt.Sprintf(`(module
+  (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "x-probe")
+  (data (i32.const 32) %q)
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+    (drop (call $add (i32.const 2) (i32.const 16) (i32.const 7) (i32.const 32) (i32.const %d)))
+    (i32.const 0)))`, value, len(value)))
+	if err := os.WriteFile(path, module, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustLoad(t, fmt.Sprintf("wasm_filter %s\n%s", path, proxyTo()))
+	if resp, _ := do(t, "GET", "/", nil, nil); resp.Header.Get("X-Probe") != value {
+		t.Fatalf("x-probe %q, want %q", resp.Header.Get("X-Probe"), value)
+	}
+	if after := filesUnder(t, dir); after <= before {
+		t.Errorf("%s holds %d files after a new module loaded, %d before", dir, after, before)
+	}
+}
+
+// filesUnder counts the regular files in the tree at dir, none if there
+// is no dir.
+func filesUnder(t *testing.T, dir string) int {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			n++
+		}
+		return err
+	})
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("reading the compilation cache: %v", err)
+	}
+	return n
 }

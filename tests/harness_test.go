@@ -28,6 +28,7 @@ var (
 	caddyBin  string
 	adminAddr string // Caddy's admin endpoint, host:port
 	siteAddr  string // where the test sites listen, host:port
+	dataDir   string // Caddy's XDG_DATA_HOME
 	upstream  *echoServer
 	otlp      *otlpReceiver // where Caddy exports traces
 	caddyLog  = &logBuffer{}
@@ -68,7 +69,8 @@ func run(m *testing.M) (int, error) {
 	cmd := exec.Command(caddyBin, "run", "--config", "-")
 	cmd.Stdin = strings.NewReader(fmt.Sprintf(`{"admin":{"listen":%q}}`, adminAddr))
 	cmd.Stdout, cmd.Stderr = caddyLog, caddyLog
-	cmd.Env = append(os.Environ(), "HOME="+work, "XDG_DATA_HOME="+filepath.Join(work, "data"),
+	dataDir = filepath.Join(work, "data")
+	cmd.Env = append(os.Environ(), "HOME="+work, "XDG_DATA_HOME="+dataDir,
 		"XDG_CONFIG_HOME="+filepath.Join(work, "config"),
 		// Traces go to the test's OTLP/HTTP receiver, exported every
 		// 100ms, as an operator would configure the tracing directive.
