@@ -1,10 +1,12 @@
 package tests
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -643,4 +645,38 @@ func filesUnder(t *testing.T, dir string) int {
 		t.Fatalf("reading the compilation cache: %v", err)
 	}
 	return n
+}
+
+// An upgraded connection (101, as WebSocket uses) goes through a filter:
+// the filter sees the 101's headers and may add to them, then the bytes
+// flow both ways untouched.
+func TestUpgradedConnectionPassesThrough(t *testing.T) {
+	mustLoad(t, fmt.Sprintf("wasm_filter %s\n%s", guestbuild.WAT(t, "add_header"), proxyTo()))
+	conn, err := net.DialTimeout("tcp", siteAddr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "GET /upgrade HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n", siteAddr)
+	r := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Upgrade") != "echo" {
+		t.Fatalf("status %d, Upgrade %q; want 101 to echo", resp.StatusCode, resp.Header.Get("Upgrade"))
+	}
+	if resp.Header.Get("X-Wat") != "hello" {
+		t.Errorf("the filter's header is missing from the 101: %v", resp.Header)
+	}
+	for _, msg := range []string{"ping\n", "a second message\n"} {
+		if _, err := io.WriteString(conn, msg); err != nil {
+			t.Fatal(err)
+		}
+		got, err := r.ReadString('\n')
+		if err != nil || got != msg {
+			t.Fatalf("echoed %q, %v; want %q", got, err, msg)
+		}
+	}
 }

@@ -232,6 +232,7 @@ func decodeEcho(t *testing.T, body string) echoed {
 //	/stream?chunks=N&delay=D  N flushed chunks of "upstream chunk i\n", D apart
 //	/big?size=N               N bytes of 'x' with a Content-Length
 //	/text                     "hello from upstream" as text/plain
+//	/upgrade                  101 to protocol "echo", then echoes the bytes
 type echoServer struct {
 	*httptest.Server
 	hits atomic.Int64
@@ -271,6 +272,9 @@ func (e *echoServer) serve(w http.ResponseWriter, r *http.Request) {
 	case "/text":
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "hello from upstream")
+		return
+	case "/upgrade":
+		echoUpgraded(w, r)
 		return
 	}
 	body, _ := io.ReadAll(r.Body)
@@ -352,4 +356,23 @@ func containsAll(s string, parts []string) bool {
 		}
 	}
 	return true
+}
+
+// echoUpgraded switches the connection to protocol "echo" (101), then
+// sends back whatever arrives until the client closes.
+func echoUpgraded(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Upgrade") != "echo" {
+		http.Error(w, "want Upgrade: echo", http.StatusBadRequest)
+		return
+	}
+	conn, buf, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	_, _ = buf.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	if buf.Flush() != nil {
+		return
+	}
+	_, _ = io.Copy(conn, buf)
 }
