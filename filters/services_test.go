@@ -604,6 +604,43 @@ func TestHTTPCallFromTheBackground(t *testing.T) {
 	}
 }
 
+// The background instance has at most MaxPerRequest calls in flight: one
+// more is refused (INTERNAL_FAILURE) while they run, and allowed once
+// their answers are in.
+func TestBackgroundCallsInFlightAreCapped(t *testing.T) {
+	up := newCallUpstream(t)
+	data, size := callHeaders("/slow") // answered when the 200 ms timeout ends it
+	call := fmt.Sprintf(`(call $proxy_http_call $"up" (i32.const 4096) (i32.const %d)
+      (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 200) (i32.const 28))`, size)
+	bgLog := newExchange()
+	mustLoad(t, guest(t, `
+  (global $ticks (mut i32) (i32.const 0))
+  (global $answers (mut i32) (i32.const 0))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    (drop (call $proxy_set_tick_period_milliseconds (i32.const 20)))
+    (i32.const 1))
+  (func (export "proxy_on_tick") (param i32)
+    (global.set $ticks (i32.add (global.get $ticks) (i32.const 1)))
+    (if (i32.eq (global.get $ticks) (i32.const 1)) (then
+      (call $logkv $"call" `+call+`)
+      (call $logkv $"call" `+call+`)
+      (call $logkv $"call" `+call+`)))
+    (if (i32.eq (global.get $answers) (i32.const 2)) (then
+      (global.set $answers (i32.const 3))
+      (call $logkv $"later" `+call+`))))
+  (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32)
+    (global.set $answers (i32.add (global.get $answers) (i32.const 1))))
+  `+data), withUpstream("up", up.URL), withBackground(bgLog, &fakeEvents{}), func(c *Config) {
+		c.HTTPCalls.MaxPerRequest = 2
+	})
+	msgs := waitForLog(t, bgLog, "a call after the first two were answered", func(msgs []string) bool {
+		return slices.ContainsFunc(msgs, func(m string) bool { return strings.HasPrefix(m, "later=") })
+	})
+	if want := []string{"call=0", "call=0", "call=10", "later=0"}; !slices.Equal(msgs[:min(4, len(msgs))], want) {
+		t.Errorf("background logged %q, want %q", msgs, want)
+	}
+}
+
 // A metric a filter defines outlives every instance; its operations follow
 // the metric's type.
 func TestMetricsAccumulateAcrossRequests(t *testing.T) {
