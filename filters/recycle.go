@@ -47,15 +47,18 @@ type spareIsolates struct {
 	closed bool
 }
 
-// put keeps iso, unless the plugin is closing.
-func (s *spareIsolates) put(iso isolate) bool {
+// put keeps iso, a parked isolate, or discards it if the plugin is
+// closing.
+func (s *spareIsolates) put(iso isolate) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
+	if !s.closed {
+		s.list = append(s.list, iso)
+		s.mu.Unlock()
+		return
 	}
-	s.list = append(s.list, iso)
-	return true
+	s.mu.Unlock()
+	iso.memoryPool.Unpark(iso.memory)
+	iso.discard(context.Background())
 }
 
 // take returns a spare isolate, the most recently recycled (its pages are
@@ -112,10 +115,7 @@ func (inst *Instance) recycle() bool {
 		return false
 	}
 	iso.setGlobals(p.snapshot)
-	if !p.spares.put(iso) {
-		iso.memoryPool.Unpark(iso.memory)
-		iso.discard(context.Background())
-	}
+	p.spares.put(iso)
 	inst.isolate = isolate{}
 	if inst.root.scope != nil {
 		inst.root.scope.end()
@@ -138,10 +138,7 @@ func (p *Plugin) recycled(log LogSink, r role) (*Instance, error) {
 	inst := p.newInstance(log)
 	inst.role, inst.origin = r, OriginRecycled
 	if inst.chargesBudget() && !iso.memory.ChargeTo(p.budget(), p.initialMemory()) {
-		if !p.spares.put(iso) {
-			iso.memoryPool.Unpark(iso.memory)
-			iso.discard(context.Background())
-		}
+		p.spares.put(iso)
 		return nil, p.overloaded()
 	}
 	iso.memoryPool.Unpark(iso.memory)
