@@ -76,11 +76,11 @@ type phases struct {
 	done             DoneFilter
 }
 
-// phasesOf finds f's phase methods. Every stream's go through here, once:
-// the Go runtime caches an interface assertion's answer at its call site
-// and for the pair of types, and under Sluice's snapshots those caches are
-// as configuration left them, so an assertion first made in a request is
-// made again, slowly, in every request (see vm.Configure).
+// phasesOf finds f's phase methods, once per stream. The Go runtime builds
+// the itab of a (type, interface) pair the first time an assertion needs
+// it and keeps it in a global table; under Sluice's snapshots that table is
+// as configuration left it, so a pair first met in a request is built again
+// in every request: vm.probe meets them at configure.
 func phasesOf(f Filter) (p phases) {
 	p.requestHeaders, _ = f.(RequestHeadersFilter)
 	p.requestBody, _ = f.(RequestBodyFilter)
@@ -136,22 +136,30 @@ func (v *vm) Configure(id uint32, size int) bool {
 		return false
 	}
 	r.newFilter = newFilter
-	// One stream made and dropped here, as a request makes its own: under
-	// Sluice every request starts from this point, so the Go runtime's
-	// state is then ready for it (the filter's interface assertions cached,
-	// the allocator holding memory of each size a stream needs) rather
-	// than set up again in every request: measured, half of a small
-	// filter's guest time. It also checks the filter once, not per request.
-	v.ContextCreate(probeStream, id)
-	if !v.streams[probeStream].phases.any() {
-		v.host.Log(uint32(LevelWarn), "sluice sdk: the Filter has no On... method with the SDK's signatures, so it sees nothing")
-	}
-	v.Delete(probeStream)
+	v.probe(id)
 	return true
 }
 
-// probeStream is the id of the stream Configure makes and drops: one no
-// host gives (they count up from the root's).
+// probe makes and drops one stream of root, as a request makes its own:
+// under Sluice every request starts from the state configuration left, so
+// the Go runtime is then ready for it (the itabs of the filter's phase
+// interfaces built, the allocator holding memory of each size a stream
+// needs) rather than set up again in every request: measured, half of a
+// small filter's guest time. It also checks the filter once, not per
+// request. The probe's id is one a host reaches last; a host that gets
+// there (Envoy's counter wraps) may have a live context with it, which the
+// probe leaves alone by not running.
+func (v *vm) probe(root uint32) {
+	if v.streams[probeStream] != nil || v.roots[probeStream] != nil {
+		return
+	}
+	v.ContextCreate(probeStream, root)
+	if !v.streams[probeStream].phases.any() {
+		v.host.Log(uint32(LevelWarn), "sluice sdk: the Filter has no On... method with the SDK's signatures, so it sees nothing")
+	}
+	delete(v.streams, probeStream) // it made no calls
+}
+
 const probeStream = ^uint32(0)
 
 var errNoFilter = simpleError("the configure function returned no NewFilter")

@@ -291,3 +291,76 @@ func TestUnconfiguredFilterFailsClosed(t *testing.T) {
 		t.Errorf("action %d, local response %+v; want a 500", a, h.local)
 	}
 }
+
+// Configure makes a probe stream (sdk's vm.probe) and drops it, leaving no
+// trace; a host whose context ids reached the probe's (Envoy's counter
+// wraps) and configures again keeps its live root and stream intact.
+func TestConfigureProbeLeavesLiveContextsAlone(t *testing.T) {
+	const probe = ^uint32(0)
+	deny := sdk.Configure(func(*sdk.Plugin) (sdk.NewFilter, error) {
+		return func() sdk.Filter { return denyFilter{} }, nil
+	})
+	denied := func(t *testing.T, h *host, vm abi.VM, stream uint32) {
+		t.Helper()
+		h.local = nil
+		h.maps[abi.RequestHeaders] = [][2]string{{":path", "/"}}
+		if a := vm.RequestHeaders(stream, 1, true); a != abi.Pause || h.local == nil || h.local.Status != 403 {
+			t.Errorf("stream %#x: action %d, local response %+v; want the filter's 403", stream, a, h.local)
+		}
+	}
+	t.Run("live stream", func(t *testing.T) {
+		h := newHost(&store{data: map[string]sharedValue{}}, nil)
+		vm := abi.NewVM(h, deny)
+		vm.ContextCreate(rootID, 0)
+		if !vm.Configure(rootID, 0) {
+			t.Fatal("configure failed")
+		}
+		vm.ContextCreate(probe, rootID)
+		if !vm.Configure(rootID, 0) { // Envoy reconfigures a live root
+			t.Fatal("configure failed")
+		}
+		denied(t, h, vm, probe)
+	})
+	t.Run("live root", func(t *testing.T) {
+		h := newHost(&store{data: map[string]sharedValue{}}, nil)
+		vm := abi.NewVM(h, deny)
+		vm.ContextCreate(probe, 0)
+		if !vm.Configure(probe, 0) {
+			t.Fatal("configure failed")
+		}
+		vm.ContextCreate(2, probe)
+		denied(t, h, vm, 2)
+	})
+}
+
+type denyFilter struct{}
+
+func (denyFilter) OnRequestHeaders(s *sdk.Stream, _ bool) sdk.Action {
+	return s.Respond(403, nil, nil)
+}
+
+// A Filter with no phase method is accepted with a warning, given once at
+// configure.
+func TestFilterWithoutPhasesIsWarnedOnce(t *testing.T) {
+	h := newHost(&store{data: map[string]sharedValue{}}, nil)
+	vm := abi.NewVM(h, sdk.Configure(func(*sdk.Plugin) (sdk.NewFilter, error) {
+		return func() sdk.Filter { return struct{}{} }, nil
+	}))
+	vm.ContextCreate(rootID, 0)
+	if !vm.Configure(rootID, 0) {
+		t.Fatal("configure failed")
+	}
+	vm.ContextCreate(2, rootID)
+	if a := vm.RequestHeaders(2, 0, true); a != abi.Continue {
+		t.Errorf("action %d, want continue", a)
+	}
+	var warned int
+	for _, l := range h.logs {
+		if strings.Contains(l, "has no On... method") {
+			warned++
+		}
+	}
+	if warned != 1 {
+		t.Errorf("logs %q: want the warning once", h.logs)
+	}
+}
