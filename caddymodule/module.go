@@ -135,7 +135,7 @@ type Handler struct {
 
 	// How many instances, restored from the snapshot, to keep ready for
 	// the next requests: a request then skips instantiation. They run no
-	// guest code until taken and are never handed out twice. With
+	// guest code until taken and start their request from the snapshot. With
 	// recycling on they are made at load and kept as spare isolates, which
 	// every request that ends well replenishes. 0 keeps none. Default: 4.
 	Prewarm *int `json:"prewarm,omitempty"`
