@@ -168,7 +168,7 @@ func (p *Pool) Put(m *Memory) {
 	}
 	m.size = 0
 	p.mu.Lock()
-	if !p.closed && p.idleCount() < p.keep && idle.Add(1) <= maxIdle {
+	if p.roomLocked() {
 		if m.warm {
 			p.warm = append(p.warm, m)
 		} else {
@@ -176,8 +176,6 @@ func (p *Pool) Put(m *Memory) {
 		}
 		p.mu.Unlock()
 		return
-	} else if !p.closed && p.idleCount() < p.keep {
-		idle.Add(-1) // the process keeps enough
 	}
 	p.mu.Unlock()
 	if m.warm {
@@ -195,28 +193,21 @@ func (p *Pool) Put(m *Memory) {
 func (p *Pool) Park(m *Memory) bool {
 	m.refund()
 	p.mu.Lock()
-	if p.closed || p.idleCount() >= p.keep {
-		p.mu.Unlock()
-		return false
+	room := p.roomLocked()
+	if room {
+		p.parked++
 	}
-	if idle.Add(1) > maxIdle {
-		idle.Add(-1)
-		p.mu.Unlock()
-		return false
-	}
-	p.parked++
 	p.mu.Unlock()
-	size := m.size
-	if !p.resetContents(m) {
-		p.mu.Lock()
-		p.parked--
-		p.mu.Unlock()
-		idle.Add(-1)
-		m.high = max(m.high, size) // its pages may be left as they were
+	if !room {
 		return false
 	}
-	m.high = max(m.high, size)
-	return true
+	size := m.size
+	ok := p.resetContents(m)
+	m.high = max(m.high, size) // kept or not, its pages up to size may be written
+	if !ok {
+		p.Unpark(m)
+	}
+	return ok
 }
 
 // Unpark hands a parked memory back to its owner for use.
@@ -229,6 +220,19 @@ func (p *Pool) Unpark(m *Memory) {
 
 // idleCount is how many memories the pool keeps. The caller holds p.mu.
 func (p *Pool) idleCount() int { return len(p.cold) + len(p.warm) + p.parked }
+
+// roomLocked reserves a place for one more idle memory, if the pool is open
+// and neither it nor the process keeps enough. The caller holds p.mu.
+func (p *Pool) roomLocked() bool {
+	if p.closed || p.idleCount() >= p.keep {
+		return false
+	}
+	if idle.Add(1) > maxIdle {
+		idle.Add(-1)
+		return false
+	}
+	return true
+}
 
 // endIdle counts m, idle until now, as in use.
 func (p *Pool) endIdle(m *Memory) {

@@ -60,11 +60,7 @@ func wantImage(t *testing.T, m *Memory, contents []byte, size uint64) {
 // leaves the pages only read as they were; the memory comes back warm.
 func TestWarmResetRestoresEveryWrittenPage(t *testing.T) {
 	contents := largeImage(t)
-	p, err := NewPool(contents, 4<<20, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newTestPool(t, contents, 4<<20, 4)
 	const size = 3 << 20
 	rng := rand.New(rand.NewPCG(1, 2))
 	for round := range 20 {
@@ -103,11 +99,7 @@ func TestWarmResetRestoresEveryWrittenPage(t *testing.T) {
 // maxWarmPages, and are dropped with the rest.
 func TestPagesKeptFromALargerUseStillCount(t *testing.T) {
 	contents := largeImage(t)
-	p, err := NewPool(contents, 8<<20, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newTestPool(t, contents, 8<<20, 4)
 	write := func(m *Memory, size uint64, from, pages int) {
 		buf := m.Reallocate(size)
 		for page := from; page < from+pages; page++ {
@@ -135,11 +127,7 @@ func TestPagesKeptFromALargerUseStillCount(t *testing.T) {
 // starts as the image all the same.
 func TestManyWrittenPagesAreDropped(t *testing.T) {
 	contents := largeImage(t)
-	p, err := NewPool(contents, 4<<20, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newTestPool(t, contents, 4<<20, 4)
 	m, _ := p.Get()
 	buf := m.Reallocate(2 << 20)
 	for page := range maxWarmPages + 1 {
@@ -197,11 +185,7 @@ func TestWarmMemoriesAreCapped(t *testing.T) {
 // Reservations are marked MADV_NOHUGEPAGE: with transparent huge pages
 // always on, one write past the image would fault in 2 MiB.
 func TestReservationsTakeNoHugePages(t *testing.T) {
-	p, err := NewPool(largeImage(t), 8<<20, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newTestPool(t, largeImage(t), 8<<20, 1)
 	m, _ := p.Get()
 	defer p.Put(m)
 	smaps, err := os.ReadFile("/proc/self/smaps")
@@ -260,11 +244,7 @@ func TestResetWithoutPagemap(t *testing.T) {
 	defer func() { pagemap = was }()
 	TestParkResetsInPlaceKeepingTheSize(t)
 	TestMemoriesStartAsTheImageAndWritesStayPrivate(t)
-	p, err := NewPool(largeImage(t), 4<<20, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newTestPool(t, largeImage(t), 4<<20, 4)
 	m, _ := p.Get()
 	m.Reallocate(2 << 20)[5] = 0xEE
 	p.Put(m)

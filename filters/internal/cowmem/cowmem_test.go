@@ -7,6 +7,17 @@ import (
 	"unsafe"
 )
 
+// newTestPool is NewPool for a test, closed when it ends.
+func newTestPool(t *testing.T, contents []byte, reserve uint64, keep int) *Pool {
+	t.Helper()
+	p, err := NewPool(contents, reserve, keep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
 func testImage(t *testing.T, size int) []byte {
 	t.Helper()
 	b := make([]byte, size)
@@ -19,11 +30,7 @@ func testImage(t *testing.T, size int) []byte {
 // Every memory starts as the image; writes stay private to their memory.
 func TestMemoriesStartAsTheImageAndWritesStayPrivate(t *testing.T) {
 	contents := testImage(t, 3*65536+100)
-	p, err := NewPool(contents, 1<<20, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newTestPool(t, contents, 1<<20, 4)
 	if p.Size() != 4*65536 && p.Size() < uint64(len(contents)) {
 		t.Fatalf("size %d", p.Size())
 	}
@@ -53,11 +60,7 @@ func TestMemoriesStartAsTheImageAndWritesStayPrivate(t *testing.T) {
 // Growth past the image reads zeros, keeps the address, and stops at the
 // reservation; a reset memory's grown part is zero again.
 func TestGrowthKeepsTheAddressAndResetZeroes(t *testing.T) {
-	p, err := NewPool(testImage(t, 65536), 8*65536, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newTestPool(t, testImage(t, 65536), 8*65536, 1)
 	m, _ := p.Get()
 	small := m.Reallocate(65536)
 	big := m.Reallocate(8 * 65536)
@@ -150,11 +153,7 @@ func TestGetRacingClose(t *testing.T) {
 // memory released for good makes room again, and an idle one handed out
 // again needs none.
 func TestGetRefusesPastTheMappingLimit(t *testing.T) {
-	p, err := NewPool(testImage(t, 100), 1<<20, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newTestPool(t, testImage(t, 100), 1<<20, 1)
 	defer SetMappedLimit(SetMappedLimit(mapped.Load() + 2))
 	a, errA := p.Get()
 	b, errB := p.Get()
@@ -165,7 +164,7 @@ func TestGetRefusesPastTheMappingLimit(t *testing.T) {
 		t.Fatalf("a third memory: %v, want ErrTooManyMemories", err)
 	}
 	p.Put(a) // kept idle: still mapped
-	a, err = p.Get()
+	a, err := p.Get()
 	if err != nil {
 		t.Fatalf("the idle memory: %v", err)
 	}
@@ -201,11 +200,7 @@ func TestParkResetsInPlaceKeepingTheSize(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			contents := testImage(t, tc.image)
-			p, err := NewPool(contents, 4<<20, 4)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Close()
+			p := newTestPool(t, contents, 4<<20, 4)
 			m, _ := p.Get()
 			size := tc.size
 			buf := m.Reallocate(uint64(size))
@@ -304,11 +299,7 @@ func TestIdleMemoriesAreCappedPerProcess(t *testing.T) {
 	maxIdle = idle.Load() + 2
 	defer func() { maxIdle = was }()
 	mappedBefore := Mapped()
-	p, err := NewPool(testImage(t, 100), 1<<20, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newTestPool(t, testImage(t, 100), 1<<20, 10)
 	var ms []*Memory
 	for range 4 {
 		m, _ := p.Get()
