@@ -36,6 +36,30 @@ func tableWAT(extra string) string {
   %s)`, segment.String(), extra)
 }
 
+// lazyOutcomes prepares original, which must get a lazy table, and returns
+// what calling each of its first slots gives in the prepared module (got)
+// and in the original (want).
+func lazyOutcomes(t *testing.T, original []byte, slots int) (got, want []string) {
+	t.Helper()
+	ctx := context.Background()
+	p, err := Prepare(original, DispatchSpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.LazyTable {
+		t.Fatal("the table was not made lazy")
+	}
+	r := wazero.NewRuntime(ctx)
+	defer r.Close(ctx)
+	if want, err = outcome(ctx, r, original, slots); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = outcome(ctx, r, p.Module, slots); err != nil {
+		t.Fatal(err)
+	}
+	return got, want
+}
+
 // outcome is what calling a slot gives: its value, or the trap's message.
 func outcome(ctx context.Context, r wazero.Runtime, module []byte, slots int) ([]string, error) {
 	compiled, err := r.CompileModule(ctx, module)
@@ -68,25 +92,7 @@ func outcome(ctx context.Context, r wazero.Runtime, module []byte, slots int) ([
 // original does, with the same stack: empty slots, a type mismatch, past
 // the end.
 func TestLazyTableCallsLikeTheOriginal(t *testing.T) {
-	ctx := context.Background()
-	original := guestbuild.WATText(t, tableWAT(""))
-	p, err := Prepare(original, DispatchSpec{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !p.LazyTable {
-		t.Fatal("the table was not made lazy")
-	}
-	r := wazero.NewRuntime(ctx)
-	defer r.Close(ctx)
-	want, err := outcome(ctx, r, original, 3002)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := outcome(ctx, r, p.Module, 3002)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got, want := lazyOutcomes(t, guestbuild.WATText(t, tableWAT("")), 3002)
 	seen := map[string]bool{}
 	for i := range want {
 		seen[strings.SplitN(want[i], "\n", 2)[0]] = true
@@ -162,32 +168,14 @@ func TestLazyTableOfAGoGuest(t *testing.T) {
 // not, and calls the same: table 0 of 10 slots, function 0 (returning 42)
 // in slot 5, call(i) through call_indirect.
 func TestLazyTableWithAnExplicitTableIndex(t *testing.T) {
-	ctx := context.Background()
-	original := module(
+	got, want := lazyOutcomes(t, module(
 		section(SectionType, hx("02 6000017f 60017f017f")),
 		section(SectionFunction, hx("02 00 01")),
 		section(SectionTable, hx("01 70 00 0a")),
 		section(SectionMemory, hx("01 00 01")),
 		section(SectionExport, append(hx("01"), append(name("call"), 0x00, 0x01)...)),
 		section(SectionElement, hx("01 02 00 41050b 00 01 00")), // flags 2, table 0, offset 5, funcref, [0]
-		section(SectionCode, hx("02 04 00 412a 0b 07 00 2000 110000 0b")))
-	p, err := Prepare(original, DispatchSpec{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !p.LazyTable {
-		t.Fatal("the table was not made lazy")
-	}
-	r := wazero.NewRuntime(ctx)
-	defer r.Close(ctx)
-	want, err := outcome(ctx, r, original, 12)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := outcome(ctx, r, p.Module, 12)
-	if err != nil {
-		t.Fatal(err)
-	}
+		section(SectionCode, hx("02 04 00 412a 0b 07 00 2000 110000 0b"))), 12)
 	if !slices.Equal(got, want) || want[5] != "42" {
 		t.Errorf("calls gave %q, the original %q", got, want)
 	}
